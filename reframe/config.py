@@ -1,0 +1,130 @@
+"""Service configuration: one `Settings` object, read from `REFRAME_*` environment variables.
+
+Nothing is read at import time: call `Settings()` (or `get_settings()` in the app factory) when
+a process starts, and pass the object down. Tests build their own `Settings(...)`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A well-known value so that a development install works out of the box; `Settings` refuses
+# it as soon as the service is reachable from anywhere but this machine.
+DEV_SECRET = "reframe-dev-secret-change-me"  # noqa: S105
+
+MIB = 1024 * 1024
+
+
+def _default_model_dir() -> Path:
+    # Imported lazily: platformdirs reads the environment, which must not happen at import.
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("reframe")) / "models"
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field names map to `REFRAME_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="REFRAME_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("var")
+
+    # Persistence: SQLite under data_dir when unset; any SQLAlchemy URL otherwise
+    # (postgresql+psycopg://user@host/db in production).
+    database_url: str | None = None
+
+    # Object storage.
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None  # local backend; defaults to data_dir/storage
+    s3_bucket: str = "reframe"
+    s3_endpoint_url: str | None = None  # R2 / MinIO / loopback; None means AWS
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+
+    # Optional Redis (live progress, rate limits, pub/sub); embedded mode works without it.
+    redis_url: str | None = None
+
+    public_base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = DEV_SECRET
+
+    # Launch limits from the public reference.
+    max_upload_bytes: int = 250 * MIB
+    max_duration_sec: float = 120.0
+    min_target_fps: int = 24
+    max_target_fps: int = 240
+    upload_url_ttl_sec: int = 900
+    download_url_ttl_sec: int = 3600
+
+    # Probe limits: a hostile file must not hang or exhaust the API.
+    probe_timeout_sec: float = 10.0
+    probe_max_pixels: int = 4096 * 2304
+    probe_max_frames: int = 120 * 240
+    probe_max_bytes_read: int = 32 * MIB
+
+    # Credits.
+    free_xeconds_on_signup: int = 30
+
+    # Engine.
+    model_dir: Path = Field(default_factory=_default_model_dir)
+    rife_weights: Path | None = None  # offline override for the RIFE 4.26 state dict
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        exposed = self.env == "production" or not _is_loopback_url(self.public_base_url)
+        if exposed and self.secret_key == DEV_SECRET:
+            raise ValueError(
+                "REFRAME_SECRET_KEY is still the development secret while the service is "
+                f"reachable at {self.public_base_url!r}; set REFRAME_SECRET_KEY to a long "
+                "random value (for example: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))')"
+            )
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("REFRAME_S3_BUCKET is required when REFRAME_STORAGE_BACKEND=s3")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'reframe.db').resolve()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.data_dir / "storage").resolve()
+
+    @property
+    def resolved_rife_weights(self) -> Path | None:
+        """Explicit override first (REFRAME_RIFE_WEIGHTS), else None: the weights manager decides."""
+        return self.rife_weights
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment of the calling process."""
+    return Settings()
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (cgroup/affinity aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,1 @@
+"""video layer (see ARCHITECTURE.md)."""
