@@ -111,11 +111,6 @@ class Settings(BaseSettings):
     def resolved_storage_dir(self) -> Path:
         return (self.storage_dir or self.data_dir / "storage").resolve()
 
-    @property
-    def resolved_rife_weights(self) -> Path | None:
-        """Explicit override first (REFRAME_RIFE_WEIGHTS), else None: the weights manager decides."""
-        return self.rife_weights
-
 
 def get_settings() -> Settings:
     """Read settings from the environment of the calling process."""
