@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A well-known value so that a development install works out of the box; `Settings` refuses
@@ -37,6 +37,24 @@ def _is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class CreditPack(BaseModel):
+    """A purchasable bundle of paid xeconds, listed by GET /pricing/config."""
+
+    id: str
+    name: str
+    xeconds: int = Field(gt=0)
+    price_cents: int = Field(ge=0)
+    currency: str = "usd"
+
+
+def _default_credit_packs() -> list[CreditPack]:
+    return [
+        CreditPack(id="starter", name="Starter", xeconds=300, price_cents=500),
+        CreditPack(id="creator", name="Creator", xeconds=1500, price_cents=2000),
+        CreditPack(id="studio", name="Studio", xeconds=6000, price_cents=6000),
+    ]
 
 
 class Settings(BaseSettings):
@@ -82,6 +100,36 @@ class Settings(BaseSettings):
 
     # Credits.
     free_xeconds_on_signup: int = 30
+    # Operator-configurable packs, as JSON in REFRAME_CREDIT_PACKS, e.g.
+    # '[{"id":"small","name":"Small","xeconds":100,"price_cents":200}]'.
+    credit_packs: list[CreditPack] = Field(default_factory=_default_credit_packs)
+
+    # Job lifecycle (reframe/jobs). Redis keys are namespaced so one server can host several
+    # installs (and tests) side by side.
+    redis_prefix: str = "reframe:"
+    # Per-API-key token buckets: sustained requests per second and burst size. Reads (GET) are
+    # cheap and polled; writes (POST/PUT/DELETE) start work, so they get a tighter bucket.
+    # A rate of 0 switches that bucket off.
+    rate_limit_read_per_sec: float = 20.0
+    rate_limit_read_burst: int = 60
+    rate_limit_write_per_sec: float = 2.0
+    rate_limit_write_burst: int = 20
+    # Webhooks: destinations that resolve to private, loopback or link-local addresses are
+    # refused (SSRF) unless an operator allows them (a self-hosted install on a LAN).
+    webhook_allow_private: bool = False
+    webhook_timeout_sec: float = 5.0
+    webhook_max_attempts: int = 6
+    webhook_backoff_base_sec: float = 5.0
+    # Dispatcher: renders running at once (None = cluster GPUs, else CPUs), lease length and
+    # renewal, attempts per job, and the reaper's time budget per job.
+    max_concurrent_renders: int | None = None
+    lease_sec: float = 30.0
+    heartbeat_sec: float = 5.0
+    dispatch_poll_sec: float = 1.0
+    max_attempts: int = 2
+    job_time_base_sec: float = 300.0
+    job_time_per_frame_sec: float = 2.0
+    idempotency_ttl_sec: int = 24 * 3600
 
     # Engine.
     model_dir: Path = Field(default_factory=_default_model_dir)

@@ -2,4 +2,13 @@
 
 pytest_plugins = [
     "tests.fixtures.media",
+    "tests.fixtures.db",
+    "tests.fixtures.app",
+    "tests.fixtures.storage",
+    "tests.fixtures.s3",
+    "tests.fixtures.redis",
+    "tests.fixtures.ray",
+    "tests.fixtures.weights",
+    "tests.fixtures.browser",
+    "tests.fixtures.render",
 ]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+from reframe.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,35 @@ class Storage(Protocol):
     def local_path(self, key: str) -> AbstractContextManager[Path]:
         """A readable local file for `key` for the duration of the block (S3 downloads a copy)."""
         ...
+
+
+# Keys are server-chosen, but they still reach the disk (local backend) and URLs, so both backends
+# accept only a conservative alphabet. A leading dot is refused per segment so that nothing can
+# name the local backend's in-progress ".part" files or walk upwards with "..".
+_KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")
+MAX_KEY_LENGTH = 512
+
+
+def validate_key(key: str) -> str:
+    """Return `key` unchanged if it is a safe object key, else raise InvalidInput."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"storage key must be 1 to {MAX_KEY_LENGTH} characters long")
+    for segment in key.split("/"):
+        if not _KEY_SEGMENT.fullmatch(segment):
+            raise InvalidInput(
+                f"storage key {key!r} is not allowed: use '/'-separated segments of letters, "
+                "digits, '.', '_' and '-' that do not start with '.' or '-'"
+            )
+    return key
+
+
+def safe_filename(filename: str, default: str = "video") -> str:
+    """A client-supplied file name reduced to something usable as the last segment of a key."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip("._-")[:120]
+    return cleaned or default
+
+
+def new_object_key(prefix: str, filename: str) -> str:
+    """A fresh, unguessable key `prefix/<32 hex>/<safe filename>`; unique per call."""
+    return validate_key(f"{prefix.strip('/')}/{uuid.uuid4().hex}/{safe_filename(filename)}")

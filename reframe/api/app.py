@@ -1,0 +1,124 @@
+"""The FastAPI application factory. Everything the app needs is built here, per app instance."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from reframe.config import Settings, get_settings
+from reframe.storage.base import Storage
+
+API_DESCRIPTION = """
+Render smoother video: upload a clip straight to storage, estimate the charged xeconds, start a
+render, poll it until it is `done` or `failed`, download the output and share a review link.
+
+Protected endpoints need `Authorization: Bearer <your_api_key>`. Public endpoints are
+`/pricing/config`, `/pricing/estimate` and `/share/{token}`. Every error is JSON
+`{"detail": "..."}`.
+"""
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    storage: Storage | None = None,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """Build the API. `storage` and `engine` default to what `settings` describes.
+
+    The database must already be migrated (reframe.db.migrate): the app never changes schema.
+    """
+    from reframe.api.errors import error_responses, install_error_handlers
+    from reframe.api.routes import jobs, me, pricing, projects, share, uploads
+    from reframe.db.session import make_engine, make_sessionmaker
+    from reframe.storage import build_storage
+
+    settings = settings or get_settings()
+    own_engine = engine is None
+    db_engine = engine or make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_engine:
+            db_engine.dispose()
+
+    app = FastAPI(
+        title="Reframe API",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.storage = storage or build_storage(settings)
+    app.state.engine = db_engine
+    app.state.sessionmaker = make_sessionmaker(db_engine)
+
+    install_error_handlers(app)
+    for router in (me.router, pricing.router, uploads.router, jobs.router, projects.router):
+        app.include_router(router)
+    app.include_router(share.router)
+    if settings.storage_backend == "local":
+        from reframe.api.routes.storage import router as storage_router
+
+        app.include_router(storage_router)
+
+    from reframe.web import install as install_studio
+
+    install_studio(app)
+
+    @app.get(
+        "/healthz",
+        response_model=HealthOut,
+        tags=["meta"],
+        summary="Liveness check",
+        responses=error_responses(500),
+    )
+    def healthz() -> HealthOut:
+        return HealthOut(status="ok")
+
+    _document_errors_as_served(app)
+    return app
+
+
+def _document_errors_as_served(app: FastAPI) -> None:
+    """Make /openapi.json say what the API does: validation failures are 400 {"detail"}.
+
+    FastAPI documents its default 422 with a list-shaped body; our handler answers 400 with
+    the same ErrorOut body as every other error, so the document is rewritten to match.
+    """
+    from fastapi.openapi.utils import get_openapi
+
+    from reframe.api.errors import ERROR_DESCRIPTIONS
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                responses = op.get("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {
+                        "description": ERROR_DESCRIPTIONS[400],
+                        "content": {"application/json": {"schema": error_ref}},
+                    }
+        schemas = spec.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,82 @@
+"""Dependencies, as `Annotated` aliases so handlers read like their signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from reframe.config import Settings
+from reframe.db.models import Account
+from reframe.services import accounts
+from reframe.storage.base import Storage
+
+# auto_error=False: a missing header must produce our 401 body, not FastAPI's 403.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="Your API key: `Authorization: Bearer rf_live_...`",
+)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request. Services commit what must persist; the rest is rolled back."""
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    session = factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_current_account(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Account:
+    """Who is calling. The one place a request is authenticated.
+
+    An API key when one is sent; otherwise the studio's session cookie (with its CSRF header on
+    unsafe methods, see reframe.services.web_auth), so every protected route serves both.
+    """
+    token = credentials.credentials if credentials is not None else None
+    if token is None:
+        from reframe.services import web_auth
+
+        studio_account = web_auth.account_from_cookie(
+            session,
+            request.app.state.settings.secret_key,
+            session_token=request.cookies.get(web_auth.SESSION_COOKIE),
+            method=request.method,
+            csrf_header=request.headers.get(web_auth.CSRF_HEADER),
+        )
+        if studio_account is not None:
+            session.commit()
+            return studio_account
+    account = accounts.authenticate(session, token)
+    # End the auth transaction now (it may have touched last_used_at) so that money-moving
+    # services can open theirs with the account lock (reframe.db.session.lock_account).
+    session.commit()
+    return account
+
+
+CurrentAccount = Annotated[Account, Depends(get_current_account)]

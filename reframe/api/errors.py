@@ -1,0 +1,100 @@
+"""The one place domain exceptions become HTTP responses. Every error body is {"detail": str}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from reframe.api.schemas import ErrorOut
+from reframe.errors import RateLimited, ReframeError, Unauthorized
+
+log = logging.getLogger("reframe.api")
+
+INTERNAL_ERROR = (
+    "Unexpected server error. Retry reads; if a write is unclear, check GET /jobs or "
+    "GET /projects before repeating it, and contact support if it persists."
+)
+
+# For `responses=` on routes, so /openapi.json documents the error body per status.
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request body or unsupported params",
+    401: "Missing or invalid API key",
+    402: "Insufficient xeconds balance",
+    403: "The resource belongs to another account",
+    404: "Project, job, file, or share token was not found",
+    413: "Upload exceeds launch size or duration limits",
+    500: "Unexpected server error",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
+    return {
+        code: {
+            "model": ErrorOut,
+            "description": ERROR_DESCRIPTIONS[code],
+            "content": {"application/json": {"example": {"detail": ERROR_DESCRIPTIONS[code]}}},
+        }
+        for code in codes
+    }
+
+
+def _field_name(loc: tuple[object, ...]) -> str:
+    # ("body", "target_fps") -> "target_fps"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = _field_name(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "is invalid"))
+        if err.get("type") == "json_invalid":
+            problems.append("request body is not valid JSON")
+        elif err.get("type") == "missing":
+            problems.append(f"{field}: field required")
+        else:
+            problems.append(f"{field}: {msg}")
+    return "Invalid request: " + "; ".join(problems or ["malformed request"])
+
+
+async def _reframe_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ReframeError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.status_code >= 500:
+        log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": validation_detail(exc)}, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse(
+        {"detail": detail}, status_code=exc.status_code, headers=dict(exc.headers or {})
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # The traceback goes to the log, never to the client: it can hold paths, SQL and secrets.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ReframeError, _reframe_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

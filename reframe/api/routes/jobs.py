@@ -1,0 +1,100 @@
+"""Render jobs: start one (credits are taken here), poll it, list them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+
+from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
+from reframe.api.errors import error_responses
+from reframe.api.presenters import job_public
+from reframe.api.routes.me import balance_out
+from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
+from reframe.services import jobs, projects
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    response_model=JobCreated,
+    summary="Start a render. Credits are deducted when the job is accepted",
+    responses=error_responses(400, 401, 402, 403, 404, 413, 500),
+)
+def create_job(
+    body: JobCreate,
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="Repeat a POST safely: the same key returns the job it created first",
+        ),
+    ] = None,
+) -> JobCreated:
+    accepted = jobs.accept(
+        session,
+        storage,
+        settings,
+        account,
+        r2_key=body.r2_key,
+        project_id=body.project_id,
+        target_fps=body.target_fps,
+        idempotency_key=idempotency_key,
+    )
+    job = accepted.job
+    return JobCreated(
+        job_id=job.id,
+        project_id=job.project_id,
+        live_status=job.status,
+        charged_xeconds=job.charged_xeconds,
+        band=job.band,
+        multiplier=job.multiplier,
+        payment_kind=job.payment_kind,
+        watermarked=job.watermarked,
+        balance=balance_out(accepted.balance),
+    )
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    summary="Poll render status until done or failed",
+    responses=error_responses(401, 403, 404, 500),
+)
+def read_job(
+    job_id: str,
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> JobPublic:
+    return job_public(projects.owned_job(session, account, job_id), storage, settings)
+
+
+@router.get(
+    "",
+    response_model=Page[JobPublic],
+    summary="List recent jobs for the account",
+    responses=error_responses(400, 401, 500),
+)
+def list_jobs(
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[JobPublic]:
+    rows, total = jobs.list_jobs(session, account, limit=limit, offset=offset)
+    return Page[JobPublic](
+        items=[job_public(j, storage, settings) for j in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_offset=offset + len(rows) if offset + len(rows) < total else None,
+    )

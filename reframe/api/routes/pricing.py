@@ -1,0 +1,170 @@
+"""Prices: the public tariff and estimates, and the estimate for an uploaded video."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
+from reframe.api.errors import error_responses
+from reframe.api.routes.me import balance_out
+from reframe.api.schemas import (
+    BandOut,
+    CreditPackOut,
+    EstimateIn,
+    EstimateOut,
+    EstimateVideoIn,
+    EstimateVideoOut,
+    FreeCreditPolicy,
+    LimitsOut,
+    OptionQuote,
+    PricingConfigOut,
+    VideoInfo,
+    VideoOptionQuote,
+)
+from reframe.config import Settings
+from reframe.db.models import CreditPool
+from reframe.errors import InsufficientCredits
+from reframe.services import jobs, ledger, pricing, projects, uploads
+
+router = APIRouter(prefix="/pricing", tags=["pricing"])
+
+
+def _option(q: pricing.Quote) -> OptionQuote:
+    return OptionQuote(
+        target_fps=int(q.target_fps),
+        allowed=q.allowed,
+        band=q.band,
+        multiplier=q.multiplier,
+        charged_xeconds=q.charged_xeconds,
+        reason=q.reason,
+    )
+
+
+def _quotes(
+    duration_sec: float, source_fps: float, options: list[int], settings: Settings
+) -> list[pricing.Quote]:
+    over = duration_sec > settings.max_duration_sec
+    out = []
+    for fps in options:
+        q = pricing.quote(duration_sec, source_fps, fps, settings)
+        if over and q.allowed:
+            q = pricing.Quote(
+                target_fps=fps,
+                allowed=False,
+                band=q.band,
+                multiplier=q.multiplier,
+                charged_xeconds=q.charged_xeconds,
+                reason=f"Launch limit is {settings.max_duration_sec:g}s per video.",
+            )
+        out.append(q)
+    return out
+
+
+@router.get(
+    "/config",
+    response_model=PricingConfigOut,
+    summary="Read public pricing bands, packs, and upload limits",
+    responses=error_responses(500),
+)
+def pricing_config(settings: SettingsDep) -> PricingConfigOut:
+    return PricingConfigOut(
+        formula="charged_xeconds = ceil(duration_sec) x band multiplier",
+        bands=[
+            BandOut(
+                name=b.name,
+                label=b.label,
+                min_fps=b.min_fps,
+                max_fps=b.max_fps,
+                multiplier=b.multiplier,
+            )
+            for b in pricing.BANDS
+        ],
+        credit_packs=[CreditPackOut(**p.model_dump()) for p in settings.credit_packs],
+        limits=LimitsOut(
+            max_upload_bytes=settings.max_upload_bytes,
+            max_duration_sec=settings.max_duration_sec,
+            min_target_fps=settings.min_target_fps,
+            max_target_fps=settings.max_target_fps,
+            upload_url_ttl_sec=settings.upload_url_ttl_sec,
+            download_url_ttl_sec=settings.download_url_ttl_sec,
+        ),
+        free_credits=FreeCreditPolicy(
+            signup_xeconds=settings.free_xeconds_on_signup,
+            free_renders_watermarked=True,
+            paid_renders_clean=True,
+            description=(
+                f"New accounts receive {settings.free_xeconds_on_signup} free xeconds. A job is "
+                "paid from paid xeconds when they cover it (clean output), otherwise from free "
+                "xeconds (watermarked output)."
+            ),
+        ),
+    )
+
+
+@router.post(
+    "/estimate",
+    response_model=EstimateOut,
+    summary="Estimate charged xeconds from known duration/FPS metadata",
+    responses=error_responses(400, 500),
+)
+def estimate(body: EstimateIn, settings: SettingsDep) -> EstimateOut:
+    quotes = _quotes(body.duration_sec, body.source_fps, body.options(), settings)
+    return EstimateOut(
+        duration_sec=body.duration_sec,
+        billable_seconds=pricing.billable_seconds(body.duration_sec),
+        source_fps=body.source_fps,
+        options=[_option(q) for q in quotes],
+    )
+
+
+@router.post(
+    "/estimate-video",
+    response_model=EstimateVideoOut,
+    summary="Probe an uploaded file and estimate one or more output FPS choices",
+    responses=error_responses(400, 401, 403, 404, 413, 500),
+)
+def estimate_video(
+    body: EstimateVideoIn,
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> EstimateVideoOut:
+    file = projects.owned_upload(session, account, body.r2_key)
+    probe = uploads.verify_input(session, storage, settings, file)
+    balance = ledger.balance(session, account.id)
+    duration, fps = float(probe["duration_sec"]), float(probe["fps"])
+    options = []
+    for q in _quotes(duration, fps, body.target_fps_options, settings):
+        pool: CreditPool | None = None
+        if q.allowed and q.charged_xeconds is not None:
+            try:
+                pool = jobs.choose_pool(balance, q.charged_xeconds)
+            except InsufficientCredits:
+                pool = None
+        options.append(
+            VideoOptionQuote(
+                **_option(q).model_dump(),
+                covered_by_balance=pool is not None,
+                payment_kind=pool,
+                watermarked=None if pool is None else pool is CreditPool.FREE,
+            )
+        )
+    return EstimateVideoOut(
+        r2_key=file.storage_key,
+        project_id=file.project_id,
+        video=VideoInfo(
+            duration_sec=duration,
+            fps=fps,
+            width=int(probe["width"]),
+            height=int(probe["height"]),
+            codec=str(probe["codec"]),
+            has_audio=bool(probe.get("has_audio")),
+            audio_codec=probe.get("audio_codec"),
+            frame_count=probe.get("frame_count"),
+            size_bytes=file.size_bytes,
+        ),
+        probe=probe,
+        options=options,
+        balance=balance_out(balance),
+    )

@@ -1,0 +1,118 @@
+"""Project history, downloads, and share links."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
+from reframe.api.errors import error_responses
+from reframe.api.presenters import project_public
+from reframe.api.schemas import DownloadOut, Page, ProjectPublic, ShareOut
+from reframe.config import Settings
+from reframe.services import projects, shares
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+
+
+def share_url(settings: Settings, token: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/share/{token}"
+
+
+@router.get(
+    "",
+    response_model=Page[ProjectPublic],
+    summary="List project history with inputs, outputs, and jobs",
+    responses=error_responses(400, 401, 500),
+)
+def list_projects(
+    account: CurrentAccount,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[ProjectPublic]:
+    rows, total = projects.list_projects(session, account, limit=limit, offset=offset)
+    items = []
+    for p in rows:
+        live = shares.active_share(session, p.id)
+        items.append(project_public(p, share_url(settings, live.token) if live else None))
+    return Page[ProjectPublic](
+        items=items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_offset=offset + len(rows) if offset + len(rows) < total else None,
+    )
+
+
+@router.get(
+    "/{project_id}",
+    response_model=ProjectPublic,
+    summary="Read one project with its inputs, outputs, and jobs",
+    responses=error_responses(401, 403, 404, 500),
+)
+def read_project(
+    project_id: str, account: CurrentAccount, session: SessionDep, settings: SettingsDep
+) -> ProjectPublic:
+    project = projects.owned_project(session, account, project_id)
+    live = shares.active_share(session, project.id)
+    return project_public(project, share_url(settings, live.token) if live else None)
+
+
+@router.get(
+    "/{project_id}/files/{file_id}/download",
+    response_model=DownloadOut,
+    summary="Create a fresh download URL for an input or output",
+    responses=error_responses(401, 403, 404, 500),
+)
+def download_file(
+    project_id: str,
+    file_id: str,
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> DownloadOut:
+    file = projects.owned_file(session, account, project_id, file_id)
+    url = projects.download_url(storage, settings, file)
+    return DownloadOut(
+        file_id=file.id,
+        url=url,
+        expires_at=datetime.now(UTC) + timedelta(seconds=settings.download_url_ttl_sec),
+        filename=file.filename,
+    )
+
+
+@router.post(
+    "/{project_id}/share",
+    response_model=ShareOut,
+    summary="Create a public review link for a project",
+    responses=error_responses(401, 403, 404, 500),
+)
+def create_share(
+    project_id: str, account: CurrentAccount, session: SessionDep, settings: SettingsDep
+) -> ShareOut:
+    share = shares.create(session, account, project_id)
+    session.commit()
+    return ShareOut(
+        token=share.token,
+        url=share_url(settings, share.token),
+        project_id=share.project_id,
+        created_at=share.created_at,
+    )
+
+
+@router.delete(
+    "/{project_id}/share",
+    status_code=204,
+    response_class=Response,
+    summary="Revoke the project's public review link",
+    responses=error_responses(401, 403, 404, 500),
+)
+def revoke_share(project_id: str, account: CurrentAccount, session: SessionDep) -> Response:
+    shares.revoke(session, account, project_id)
+    session.commit()
+    return Response(status_code=204)

@@ -1,0 +1,36 @@
+"""Public, read-only view of a shared project: no key, no account data."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from reframe.api.deps import SessionDep, SettingsDep, StorageDep
+from reframe.api.errors import error_responses
+from reframe.api.presenters import shared_file
+from reframe.api.schemas import SharedProject
+from reframe.db.models import FileStatus
+from reframe.services import shares
+
+router = APIRouter(prefix="/share", tags=["share"])
+
+
+@router.get(
+    "/{token}",
+    response_model=SharedProject,
+    summary="Read a shared project without an API key",
+    responses=error_responses(404, 500),
+)
+def read_share(
+    token: str, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> SharedProject:
+    project = shares.shared_project(session, token)
+    files = []
+    for f in project.files:
+        # Only verified inputs and finished outputs: pending or rejected uploads hold no video.
+        if f.status is not FileStatus.READY:
+            continue
+        url = storage.presign_download(
+            f.storage_key, settings.download_url_ttl_sec, filename=f.filename
+        )
+        files.append(shared_file(f, url))
+    return SharedProject(name=project.name, created_at=project.created_at, files=files)

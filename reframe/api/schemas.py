@@ -1,0 +1,347 @@
+"""Request and response bodies, named by role (`JobCreate` in, `JobPublic` out)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
+
+T = TypeVar("T")
+
+_KEY_EXAMPLE = "uploads/3f2a.../9c1e.../clip.mp4"
+
+
+class ErrorOut(BaseModel):
+    """Every error body: one readable sentence."""
+
+    detail: str = Field(
+        examples=["Launch limit is 120s per video. Longer video chunking is coming."]
+    )
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last one")
+
+
+# --- account ----------------------------------------------------------------------------------
+
+
+class BalanceOut(BaseModel):
+    free_xeconds: int = Field(description="Free credit; renders paid with it are watermarked")
+    paid_xeconds: int = Field(description="Paid credit; renders paid with it are clean")
+    total_xeconds: int
+
+
+class ApiKeyInfo(BaseModel):
+    prefix: str = Field(description="The first characters of the key, to recognise it")
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class AccountOut(BaseModel):
+    id: str
+    email: str
+    created_at: datetime
+
+
+class MeOut(BaseModel):
+    account: AccountOut
+    balance: BalanceOut
+    api_key: ApiKeyInfo | None = Field(description="The live key's metadata; never the key")
+
+
+class ApiKeyCreated(BaseModel):
+    api_key: str = Field(
+        description="The new key. Shown once: store it now. The previous key stops working.",
+        examples=["rf_live_Qm9vZ2xlIGlzIG5vdCBhIGtleSwgaXQgaXMgYW4gZXhhbXBsZQ"],
+    )
+    prefix: str
+    created_at: datetime
+
+
+# --- pricing ----------------------------------------------------------------------------------
+
+
+class BandOut(BaseModel):
+    name: str = Field(examples=["smooth"])
+    label: str
+    min_fps: int
+    max_fps: int
+    multiplier: int
+
+
+class CreditPackOut(BaseModel):
+    id: str
+    name: str
+    xeconds: int
+    price_cents: int
+    currency: str
+
+
+class LimitsOut(BaseModel):
+    max_upload_bytes: int = Field(examples=[262144000])
+    max_duration_sec: float = Field(examples=[120.0])
+    min_target_fps: int
+    max_target_fps: int
+    upload_url_ttl_sec: int
+    download_url_ttl_sec: int
+
+
+class FreeCreditPolicy(BaseModel):
+    signup_xeconds: int
+    free_renders_watermarked: bool
+    paid_renders_clean: bool
+    description: str
+
+
+class PricingConfigOut(BaseModel):
+    formula: str
+    bands: list[BandOut]
+    credit_packs: list[CreditPackOut]
+    limits: LimitsOut
+    free_credits: FreeCreditPolicy
+
+
+class EstimateIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"duration_sec": 12.4, "source_fps": 24, "target_fps_options": [60, 120]}]
+        }
+    )
+
+    duration_sec: float = Field(gt=0)
+    source_fps: float = Field(gt=0)
+    target_fps: int | None = None
+    target_fps_options: list[int] | None = Field(default=None, min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EstimateIn:
+        if self.target_fps is None and not self.target_fps_options:
+            raise ValueError("give target_fps or target_fps_options")
+        return self
+
+    def options(self) -> list[int]:
+        opts = list(self.target_fps_options or [])
+        if self.target_fps is not None and self.target_fps not in opts:
+            opts.insert(0, self.target_fps)
+        return opts
+
+
+class OptionQuote(BaseModel):
+    target_fps: int
+    allowed: bool
+    band: str | None
+    multiplier: int | None
+    charged_xeconds: int | None
+    reason: str | None = Field(description="Why this option cannot be rendered, when it cannot")
+
+
+class EstimateOut(BaseModel):
+    duration_sec: float
+    billable_seconds: int
+    source_fps: float
+    options: list[OptionQuote]
+
+
+class EstimateVideoIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"r2_key": _KEY_EXAMPLE, "target_fps_options": [60, 120]}]}
+    )
+
+    r2_key: str = Field(min_length=1, max_length=512, description="`key` from /upload/presign")
+    target_fps_options: list[int] = Field(min_length=1, max_length=16)
+
+
+class VideoInfo(BaseModel):
+    duration_sec: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    has_audio: bool
+    audio_codec: str | None
+    frame_count: int | None
+    size_bytes: int | None
+
+
+class VideoOptionQuote(OptionQuote):
+    covered_by_balance: bool
+    payment_kind: CreditPool | None = Field(description="Which credit would pay: paid or free")
+    watermarked: bool | None
+
+
+class EstimateVideoOut(BaseModel):
+    r2_key: str
+    project_id: str
+    video: VideoInfo
+    probe: dict[str, Any] = Field(description="Everything the probe learned about the file")
+    options: list[VideoOptionQuote]
+    balance: BalanceOut
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+class PresignIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"filename": "clip.mp4", "content_type": "video/mp4"}]}
+    )
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(min_length=1, max_length=255)
+    size_bytes: int | None = Field(default=None, description="Declared size; over the limit is 413")
+
+
+class PresignOut(BaseModel):
+    upload_url: str
+    key: str = Field(description="Pass as r2_key to /pricing/estimate-video and /jobs")
+    project_id: str
+    expires_at: datetime | None
+    method: str = Field(examples=["PUT"])
+    headers: dict[str, str] = Field(description="Send these headers with the upload")
+
+
+# --- projects and files -----------------------------------------------------------------------
+
+
+class FilePublic(BaseModel):
+    file_id: str
+    role: FileRole
+    status: FileStatus
+    filename: str
+    content_type: str
+    size_bytes: int | None
+    key: str
+    created_at: datetime
+    duration_sec: float | None
+    fps: float | None
+    width: int | None
+    height: int | None
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    project_id: str
+    r2_key: str
+    live_status: JobStatus
+    progress: float = Field(description="0.0 to 1.0")
+    frames_done: int | None
+    frames_total: int | None
+    eta_sec: float | None
+    error: str | None
+    output_file_id: str | None
+    output_url: str | None = Field(description="Fresh download URL, only when done")
+    target_fps: int
+    source_fps: float
+    duration_sec: float
+    band: str
+    multiplier: int
+    charged_xeconds: int
+    refunded_xeconds: int
+    payment_kind: CreditPool
+    watermarked: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    events: list[JobEventOut]
+
+
+class JobEventOut(BaseModel):
+    status: JobStatus
+    at: datetime
+    message: str | None
+
+
+class ProjectPublic(BaseModel):
+    project_id: str
+    name: str
+    created_at: datetime
+    inputs: list[FilePublic]
+    outputs: list[FilePublic]
+    jobs: list[JobSummary]
+    share_url: str | None
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    live_status: JobStatus
+    target_fps: int
+    charged_xeconds: int
+    watermarked: bool
+    output_file_id: str | None
+    created_at: datetime
+
+
+class DownloadOut(BaseModel):
+    file_id: str
+    url: str
+    expires_at: datetime
+    filename: str
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"r2_key": _KEY_EXAMPLE, "project_id": "9c1e...", "target_fps": 60}]
+        }
+    )
+
+    r2_key: str = Field(min_length=1, max_length=512)
+    project_id: str = Field(min_length=1, max_length=64)
+    target_fps: int
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    project_id: str
+    live_status: JobStatus
+    charged_xeconds: int
+    band: str
+    multiplier: int
+    payment_kind: CreditPool
+    watermarked: bool
+    balance: BalanceOut = Field(description="Balance after this charge")
+
+
+# --- shares -----------------------------------------------------------------------------------
+
+
+class ShareOut(BaseModel):
+    token: str
+    url: str
+    project_id: str
+    created_at: datetime
+
+
+class SharedFile(BaseModel):
+    file_id: str
+    role: FileRole
+    filename: str
+    content_type: str
+    size_bytes: int | None
+    duration_sec: float | None
+    fps: float | None
+    width: int | None
+    height: int | None
+    url: str
+
+
+class SharedProject(BaseModel):
+    name: str
+    created_at: datetime
+    files: list[SharedFile]
+
+
+JobPublic.model_rebuild()
+ProjectPublic.model_rebuild()

@@ -1,0 +1,46 @@
+"""The Ray Serve deployment of the API. Entry points: serve_app.py and `reframe serve`.
+
+The app is built inside the replica (`__serve_build_asgi_app__`), not at import: importing this
+module reads no settings and opens no database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+
+# A quarter of a core: the replica mostly waits on the database and storage, and a 2-core
+# machine must keep room for the render actors.
+REPLICA_NUM_CPUS = 0.25
+
+
+@serve.deployment(
+    name="ReframeAPI",
+    num_replicas=1,
+    ray_actor_options={"num_cpus": REPLICA_NUM_CPUS},
+    max_ongoing_requests=64,
+)
+@serve.ingress()
+class ReframeAPI:
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        from reframe.config import Settings
+        from reframe.db import migrate
+
+        # Explicit values from the launcher win; anything unset falls back to REFRAME_* env.
+        self._settings = Settings(**(settings or {}))
+        # Idempotent, and makes `serve run serve_app:app` work on a fresh checkout.
+        migrate(self._settings.resolved_database_url)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        from reframe.api.app import create_app
+
+        return create_app(self._settings)
+
+
+def application(settings: dict[str, Any] | None = None) -> Application:
+    """The bound deployment, ready for `serve.run`."""
+    app: Application = ReframeAPI.bind(settings)  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,124 @@
+"""`reframe serve [--host H] [--port P]`: migrate, start a local Ray, serve the API, block.
+
+`start_service` does the work and returns a handle, so tests and other launchers can start the
+same thing without blocking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reframe.config import Settings
+
+SERVE_APP_NAME = "reframe"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="start the API on a local Ray (Ray Serve) and block until Ctrl-C",
+        description=(
+            "Migrate the database, start a local Ray runtime, and serve the Reframe API with "
+            "Ray Serve. Configuration comes from REFRAME_* environment variables."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.set_defaults(handler=_serve)
+
+
+@dataclass
+class RunningService:
+    url: str
+    settings: Settings
+    started_ray: bool
+    stop_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        from ray import serve
+
+        for hook in reversed(self.stop_hooks):
+            hook()
+        serve.delete(SERVE_APP_NAME)
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        if self.started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def settings_for(host: str, port: int) -> Settings:
+    """Settings from the environment; the public URL follows --host/--port unless set."""
+    from reframe.config import Settings
+
+    if os.environ.get("REFRAME_PUBLIC_BASE_URL"):
+        return Settings()
+    # 0.0.0.0 is where we listen, not an address a client can use; the URL goes into signed
+    # upload links, so it must be one that reaches us.
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    return Settings(public_base_url=f"http://{shown}:{port}")
+
+
+def start_background_services(settings: Settings) -> list[Callable[[], None]]:
+    """Start what runs next to the API in the same Ray; return how to stop each.
+
+    The job lifecycle's dispatcher (claims queued jobs, submits renders, reaps lost leases)
+    starts here once it exists. Nothing runs yet: accepted jobs stay `queued`.
+    """
+    return []
+
+
+def start_service(settings: Settings, host: str, port: int) -> RunningService:
+    import ray
+    from ray import serve
+
+    from reframe.api.serve import application
+    from reframe.config import available_cpus
+    from reframe.db import migrate
+
+    migrate(settings.resolved_database_url)
+    settings.resolved_storage_dir.mkdir(parents=True, exist_ok=True)
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=available_cpus(),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+        started_ray = True
+    serve.start(http_options={"host": host, "port": port})
+    # Settings cross into the replica process explicitly, so the replica serves exactly the
+    # configuration this process validated, whatever its own environment holds.
+    values = settings.model_dump(mode="json", exclude_unset=False)
+    serve.run(application(values), name=SERVE_APP_NAME, route_prefix="/")
+    service = RunningService(
+        url=settings.public_base_url, settings=settings, started_ray=started_ray
+    )
+    service.stop_hooks.extend(start_background_services(settings))
+    return service
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = settings_for(args.host, args.port)
+    service = start_service(settings, args.host, args.port)
+    print(f"Reframe API listening on {service.url}  (docs: {service.url}/docs)")
+    print("Create an account and its API key in another terminal:")
+    print("  reframe accounts create --email you@example.com")
+    print(f'Then: curl -s {service.url}/me -H "Authorization: Bearer <your_api_key>"')
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("Stopping...", file=sys.stderr)
+    finally:
+        service.stop()
+    return 0

@@ -1,0 +1,367 @@
+"""The render core: decoded source frames + a timeline -> output frames, streamed in batches.
+
+Three entry points, from the smallest to the whole job:
+
+`render_frames(source, outputs, interpolator)`
+    The heart. `source` yields `DecodedFrame`s in index order covering
+    `timeline.source_span(a, b)`; `outputs` is `timeline.frames[a:b]`. Yields one
+    `RenderedFrame` per output, in order. Only the source frames still needed are held, and at
+    most `batch_size` synthesized frames are in flight, so memory does not grow with the clip.
+
+`render_chunk(path, timeline, start, stop, interpolator, frame_pts=...)`
+    Output frames ``[start, stop)`` of a planned render, decoding just the source frames they
+    need (seeking to the keyframe before them when `frame_pts` is given). This is what a Ray
+    actor calls for its chunk; concatenating the chunks of ``[0, len(timeline))`` gives the
+    frames of a single-process render: the same copies and the same pairs and timesteps (a
+    batch is made of whole source pairs, so a pair is never split). Synthesized pixels can
+    differ by float rounding only if the network's results depend on how pairs are batched.
+
+`render_file(input, output, target_fps, interpolator, ...)`
+    The local `reframe render`: analyse (cuts, duplicates) -> plan -> render -> encode with the
+    source's audio, colour tags and rotation. `plan_render` is its first half on its own.
+
+Every function takes any `FrameInterpolator`; the real one is
+`reframe.engine.inference.Interpolator`. When the interpolator accepts a `pair_index` keyword
+(the real one does), each source pair is sent once with all of its timesteps, so the network
+encodes the pair once instead of once per output frame.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from reframe.engine.timeline import OutputFrame, Timeline, as_fraction, plan_timeline
+from reframe.errors import InvalidInput, RenderError
+
+if TYPE_CHECKING:
+    import torch
+
+    from reframe.engine.protocols import FrameInterpolator
+    from reframe.engine.scenes import SceneSettings, SourceAnalysis
+    from reframe.video.decode import DecodedFrame, VideoInfo
+    from reframe.video.encode import EncodeOptions
+
+ProgressCallback = Callable[[int, int], None]  # (frames done, frames total)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFrame:
+    index: int  # output frame number in the whole timeline
+    rgb: np.ndarray  # (H, W, 3) uint8
+    synthesized: bool
+
+
+def default_batch_size(width: int, height: int) -> int:
+    """Synthesized frames per forward pass: 8 at 720p and below, fewer for bigger pictures."""
+    return int(max(1, min(8, (8 * 1280 * 720) // max(1, width * height))))
+
+
+def _accepts_pair_index(interpolator: FrameInterpolator) -> bool:
+    try:
+        params = inspect.signature(interpolator.interpolate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "pair_index" in params
+
+
+def _device_of(interpolator: FrameInterpolator) -> Any:
+    return getattr(interpolator, "device", "cpu")
+
+
+def _to_tensor(frames: Sequence[np.ndarray], device: Any) -> torch.Tensor:
+    import torch
+
+    batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+    return batch.to(device=device, dtype=torch.float32).div_(255.0)
+
+
+def _to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
+    import torch
+
+    rgb = batch.clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
+    array = rgb.permute(0, 2, 3, 1).cpu().numpy()
+    return [np.ascontiguousarray(a) for a in array]
+
+
+def render_frames(
+    source: Iterable[DecodedFrame],
+    outputs: Sequence[OutputFrame],
+    interpolator: FrameInterpolator,
+    *,
+    batch_size: int = 8,
+) -> Iterator[RenderedFrame]:
+    """Yield the output frames `outputs` (a contiguous, ordered slice of a timeline).
+
+    `source` must yield at least the frames of `timeline.source_span(...)` for that slice, in
+    index order; frames before the span are skipped. Copied frames are the decoded arrays
+    themselves (bit-exact); synthesized frames come from `interpolator` in batches of whole
+    source pairs, up to `batch_size` frames (a pair with more timesteps goes alone).
+    """
+    if batch_size < 1:
+        raise InvalidInput(f"batch size must be at least 1, got {batch_size}")
+    frames_iter = iter(source)
+    held: dict[int, np.ndarray] = {}
+    newest = -1
+    use_pair_index = _accepts_pair_index(interpolator)
+    device = _device_of(interpolator)
+
+    def fetch(index: int) -> np.ndarray:
+        nonlocal newest
+        while index not in held:
+            decoded = next(frames_iter, None)
+            if decoded is None:
+                raise RenderError(
+                    f"source frame {index} is missing: the source ended after frame {newest}"
+                )
+            if decoded.index > index and index not in held:
+                raise RenderError(f"source frame {index} was skipped by the decoder")
+            held[decoded.index] = decoded.rgb
+            newest = decoded.index
+        return held[index]
+
+    pending: list[OutputFrame] = []
+
+    def flush() -> Iterator[RenderedFrame]:
+        synth = [o for o in pending if o.synthesized]
+        made: dict[int, np.ndarray] = {}
+        if synth:
+            made = dict(
+                zip(
+                    (o.index for o in synth),
+                    _interpolate(synth, held, interpolator, device, use_pair_index),
+                    strict=True,
+                )
+            )
+        for o in pending:
+            if o.synthesized:
+                yield RenderedFrame(o.index, made[o.index], True)
+            else:
+                yield RenderedFrame(o.index, held[o.left], False)
+        # Everything before the oldest frame still needed can go.
+        if pending:
+            keep_from = pending[-1].left
+            for stale in [i for i in held if i < keep_from]:
+                del held[stale]
+        pending.clear()
+
+    in_batch = 0
+    for k, out in enumerate(outputs):
+        fetch(out.left)
+        fetch(out.right)
+        starts_new_pair = out.synthesized and (
+            k == 0 or (outputs[k - 1].left, outputs[k - 1].right) != (out.left, out.right)
+        )
+        if starts_new_pair and in_batch:
+            group = _pair_group_size(outputs, k)
+            if in_batch + group > batch_size:
+                yield from flush()
+                in_batch = 0
+        pending.append(out)
+        if out.synthesized:
+            in_batch += 1
+        elif in_batch >= batch_size or len(pending) >= 4 * batch_size:
+            yield from flush()
+            in_batch = 0
+    yield from flush()
+
+
+def _pair_group_size(outputs: Sequence[OutputFrame], k: int) -> int:
+    pair = (outputs[k].left, outputs[k].right)
+    n = 0
+    while k + n < len(outputs) and (outputs[k + n].left, outputs[k + n].right) == pair:
+        n += 1
+    return n
+
+
+def _interpolate(
+    synth: Sequence[OutputFrame],
+    held: dict[int, np.ndarray],
+    interpolator: FrameInterpolator,
+    device: Any,
+    use_pair_index: bool,
+) -> list[np.ndarray]:
+    import torch
+
+    timesteps = torch.tensor([o.t for o in synth], dtype=torch.float32, device=device)
+    if use_pair_index:
+        pairs: list[tuple[int, int]] = []
+        index: list[int] = []
+        for o in synth:
+            if not pairs or pairs[-1] != (o.left, o.right):
+                pairs.append((o.left, o.right))
+            index.append(len(pairs) - 1)
+        img0 = _to_tensor([held[a] for a, _ in pairs], device)
+        img1 = _to_tensor([held[b] for _, b in pairs], device)
+        pair_index = torch.tensor(index, dtype=torch.long, device=device)
+        result = interpolator.interpolate(img0, img1, timesteps, pair_index=pair_index)  # type: ignore[call-arg]
+    else:
+        img0 = _to_tensor([held[o.left] for o in synth], device)
+        img1 = _to_tensor([held[o.right] for o in synth], device)
+        result = interpolator.interpolate(img0, img1, timesteps)
+    if tuple(result.shape) != (len(synth), *img0.shape[1:]):
+        raise RenderError(
+            f"the interpolator returned {tuple(result.shape)} for {len(synth)} frames of "
+            f"{tuple(img0.shape[1:])}"
+        )
+    return _to_uint8(result)
+
+
+def render_chunk(
+    path: Path,
+    timeline: Timeline,
+    start: int,
+    stop: int,
+    interpolator: FrameInterpolator,
+    *,
+    frame_pts: Sequence[int] | None = None,
+    batch_size: int = 8,
+    threads: int | None = None,
+) -> Iterator[RenderedFrame]:
+    """Output frames ``[start, stop)`` of `timeline`, decoding only what they need from `path`.
+
+    `frame_pts` (e.g. `SourceAnalysis.pts`) lets the decoder seek instead of reading from the
+    top. The frames come out in order with their global output index.
+    """
+    from reframe.video.decode import iter_frames
+
+    span = timeline.source_span(start, stop)
+    source = iter_frames(
+        path, start=span.start, stop=span.stop, frame_pts=frame_pts, threads=threads
+    )
+    return render_frames(source, timeline.frames[start:stop], interpolator, batch_size=batch_size)
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    info: VideoInfo
+    analysis: SourceAnalysis
+    timeline: Timeline
+    source_fps: Fraction
+
+
+@dataclass
+class RenderReport:
+    output: Path
+    frames: int
+    synthesized: int
+    source_frames: int
+    cuts: int
+    duplicates: int
+    seconds: float
+    audio: str = "none"  # "copied", "re-encoded" or "none"
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def source_fps_of(info: VideoInfo, analysis: SourceAnalysis) -> Fraction:
+    """The source's frame rate as a viewer sees it: frames over their real time span."""
+    times = analysis.times
+    if len(times) >= 2 and times[-1] > times[0]:
+        measured = Fraction(len(times) - 1) / (times[-1] - times[0])
+        if info.average_rate and abs(info.average_rate - measured) / measured < Fraction(1, 50):
+            return info.average_rate
+        return measured
+    return info.average_rate or Fraction(0)
+
+
+def plan_render(
+    path: Path,
+    target_fps: Fraction | float | int | str,
+    *,
+    scenes: SceneSettings | None = None,
+) -> RenderPlan:
+    """Read the source once at thumbnail size, detect cuts and repeats, plan the output."""
+    from reframe.engine.scenes import analyze_video
+    from reframe.video.decode import read_video_info
+
+    fps = as_fraction(target_fps)
+    info = read_video_info(path)
+    analysis = analyze_video(path, scenes)
+    source_fps = source_fps_of(info, analysis)
+    if fps <= source_fps:
+        raise InvalidInput(
+            f"target fps {float(fps):g} must be above the source's {float(source_fps):.3f} fps; "
+            "pick a higher --target-fps"
+        )
+    duration = None
+    if info.duration is not None and len(analysis.times) > 1:
+        duration = info.duration - (analysis.times[0] - info.start_time)
+    timeline = plan_timeline(
+        analysis.times,
+        fps,
+        duration=duration,
+        anchors=analysis.anchors,
+        cuts=analysis.cuts,
+    )
+    return RenderPlan(info=info, analysis=analysis, timeline=timeline, source_fps=source_fps)
+
+
+def render_file(
+    source: Path,
+    output: Path,
+    target_fps: Fraction | float | int | str,
+    interpolator: FrameInterpolator,
+    *,
+    encode: EncodeOptions | None = None,
+    scenes: SceneSettings | None = None,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    plan: RenderPlan | None = None,
+) -> RenderReport:
+    """Render `source` to `output` at `target_fps` on this machine (the `reframe render` work).
+
+    The output is written to a temporary name next to `output` and moved into place only when
+    complete, so a failed render never leaves a truncated file under the requested name.
+    """
+    from reframe.video.encode import VideoWriter, container_format
+
+    container_format(output)  # refuse an unknown extension before the analysis pass
+    started = time.perf_counter()
+    plan = plan or plan_render(source, target_fps, scenes=scenes)
+    info, timeline = plan.info, plan.timeline
+    batch = batch_size or default_batch_size(info.width, info.height)
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
+    total = len(timeline)
+    writer = VideoWriter(
+        partial,
+        width=info.width,
+        height=info.height,
+        fps=timeline.target_fps,
+        options=encode,
+        color=info.color,
+        rotation=info.rotation,
+        audio_from=source,
+        start_time=plan.analysis.times[0],
+    )
+    try:
+        with writer:
+            frames = render_chunk(
+                source, timeline, 0, total, interpolator, frame_pts=None, batch_size=batch
+            )
+            for done, frame in enumerate(frames, start=1):
+                writer.write(frame.rgb)
+                if progress is not None:
+                    progress(done, total)
+        if writer.frames_written != total:
+            raise RenderError(f"wrote {writer.frames_written} frames, planned {total}")
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    audio = writer.audio_mode
+    return RenderReport(
+        output=output,
+        frames=total,
+        synthesized=timeline.synthesized_count,
+        source_frames=len(plan.analysis),
+        cuts=len(plan.analysis.cuts),
+        duplicates=len(plan.analysis.duplicates),
+        seconds=time.perf_counter() - started,
+        audio=audio,
+    )

@@ -1,0 +1,22 @@
+"""Redis connection helper shared by the Redis-backed stores. Imported lazily by the factories."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that returns `str`, with short timeouts so a dead Redis fails a request fast."""
+    import redis
+
+    client: redis.Redis = redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=30,
+    )
+    return client

@@ -1,0 +1,345 @@
+"""The dispatcher: turns queued jobs into render attempts and makes sure every job ends.
+
+One loop (`Dispatcher.tick`, run by `DispatcherActor` next to the API) does, in order:
+1. heartbeat: renew the lease of every job this dispatcher runs;
+2. watch: for each of its attempts, ask the launcher what became of it; an attempt that ended
+   without the driver settling the job (killed driver or actor, crash) is "lost"; a cancelled
+   job's attempt is stopped; an attempt over its time limit is stopped and the job failed;
+3. reap: any running job whose lease expired (its dispatcher died) is adopted if its attempt is
+   still alive, otherwise lost;
+4. claim: while fewer than `capacity` renders run, atomically claim the oldest waiting job
+   (lease with owner and expiry, attempt number + 1, `cold_start`) and submit it; waiting jobs
+   that do not fit are shown as `no_workers`.
+A lost attempt is retried while attempts remain (outputs are keyed by job and attempt, and the
+driver of an old attempt can no longer change the job) and otherwise failed and refunded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from reframe.db.base import utcnow
+from reframe.db.models import Job, JobStatus
+from reframe.jobs import transitions
+from reframe.jobs.launchers import RenderLauncher, submission_id_for
+from reframe.jobs.lifecycle import JobLifecycle
+
+if TYPE_CHECKING:
+    from reframe.config import Settings
+    from reframe.jobs.events import Subscription
+    from reframe.jobs.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+RUNNING = (JobStatus.COLD_START, JobStatus.PROCESSING)
+WAITING = (JobStatus.QUEUED, JobStatus.NO_WORKERS)
+
+
+def time_limit_sec(job: Job, base_sec: float, per_frame_sec: float) -> float:
+    """Longest one attempt may take: a fixed allowance plus a budget per output frame."""
+    frames = job.frames_total or math.ceil(job.duration_sec * job.target_fps)
+    return base_sec + per_frame_sec * frames
+
+
+@dataclass
+class _Attempt:
+    submission_id: str
+    attempt: int
+    started: float  # monotonic
+
+
+@dataclass
+class TickReport:
+    claimed: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        launcher: RenderLauncher,
+        *,
+        capacity: int,
+        lifecycle: JobLifecycle | None = None,
+        owner: str | None = None,
+        lease_sec: float = 30.0,
+        max_attempts: int = 2,
+        time_base_sec: float = 300.0,
+        time_per_frame_sec: float = 2.0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.sessions = sessions
+        self.launcher = launcher
+        self.capacity = capacity
+        self.lifecycle = lifecycle or JobLifecycle(sessions)
+        self.owner = owner or f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self.lease = timedelta(seconds=lease_sec)
+        self.max_attempts = max_attempts
+        self.time_base_sec = time_base_sec
+        self.time_per_frame_sec = time_per_frame_sec
+        self._attempts: dict[str, _Attempt] = {}
+
+    @classmethod
+    def from_settings(
+        cls,
+        sessions: sessionmaker[Session],
+        launcher: RenderLauncher,
+        settings: Settings,
+        *,
+        capacity: int,
+        lifecycle: JobLifecycle | None = None,
+    ) -> Dispatcher:
+        return cls(
+            sessions,
+            launcher,
+            capacity=settings.max_concurrent_renders or capacity,
+            lifecycle=lifecycle,
+            lease_sec=settings.lease_sec,
+            max_attempts=settings.max_attempts,
+            time_base_sec=settings.job_time_base_sec,
+            time_per_frame_sec=settings.job_time_per_frame_sec,
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _publish(self, events: list[Any]) -> None:
+        self.lifecycle._publish(events)
+
+    @property
+    def running(self) -> dict[str, _Attempt]:
+        return dict(self._attempts)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        report = TickReport()
+        self._heartbeat()
+        self._watch(report)
+        self._reap(report)
+        self._claim(report)
+        return report
+
+    def _heartbeat(self) -> None:
+        if not self._attempts:
+            return
+        with self.sessions() as session:
+            session.execute(
+                update(Job)
+                .where(Job.lease_owner == self.owner, Job.status.in_(RUNNING))
+                .values(lease_expires_at=utcnow() + self.lease)
+            )
+            session.commit()
+
+    def _watch(self, report: TickReport) -> None:
+        for job_id, att in list(self._attempts.items()):
+            with self.sessions() as session:
+                job = session.get(Job, job_id)
+                status = job.status if job else None
+                mine = job is not None and job.attempts == att.attempt
+                limit = (
+                    time_limit_sec(job, self.time_base_sec, self.time_per_frame_sec) if job else 0
+                )
+            if status is None or status.is_terminal or not mine:
+                # Settled by the driver, cancelled by the owner, or taken over elsewhere: make
+                # sure nothing keeps computing for it.
+                if status is JobStatus.CANCELLED or not mine:
+                    self.launcher.stop(att.submission_id)
+                    report.stopped.append(job_id)
+                self._attempts.pop(job_id, None)
+                continue
+            info = self.launcher.info(att.submission_id)
+            if info.state.alive:
+                if time.monotonic() - att.started > limit:
+                    self.launcher.stop(att.submission_id)
+                    self._attempts.pop(job_id, None)
+                    self.lifecycle.fail(
+                        job_id,
+                        f"The render took longer than its time limit ({limit:.0f}s for this clip) "
+                        "and was stopped. Your xeconds were refunded; try again, or a shorter "
+                        "clip or lower target_fps.",
+                        attempt=att.attempt,
+                    )
+                    report.timed_out.append(job_id)
+                continue
+            self._attempts.pop(job_id, None)
+            reason = info.message or f"the render driver ended ({info.state.value})"
+            if self._lost(job_id, att.attempt, reason):
+                report.lost.append(job_id)
+
+    def _reap(self, report: TickReport) -> None:
+        now = utcnow()
+        with self.sessions() as session:
+            expired = session.scalars(
+                select(Job.id).where(
+                    Job.status.in_(RUNNING),
+                    (Job.lease_expires_at.is_(None)) | (Job.lease_expires_at < now),
+                )
+            ).all()
+        for job_id in expired:
+            if job_id in self._attempts:
+                continue
+            with self.sessions() as session:
+                job = transitions.lock_job(session, job_id)
+                if job.status not in RUNNING or (
+                    job.lease_expires_at is not None and job.lease_expires_at >= utcnow()
+                ):
+                    session.rollback()
+                    continue
+                sid = job.ray_submission_id or submission_id_for(job.id, job.attempts)
+                attempt = job.attempts
+                info = self.launcher.info(sid)
+                if info.state.alive:
+                    job.lease_owner = self.owner
+                    job.lease_expires_at = utcnow() + self.lease
+                    session.commit()
+                    self._attempts[job_id] = _Attempt(sid, attempt, time.monotonic())
+                    report.adopted.append(job_id)
+                    continue
+                session.rollback()
+            detail = f" ({info.message})" if info.message else ""
+            reason = f"its dispatcher stopped renewing the lease{detail}"
+            if self._lost(job_id, attempt, reason):
+                report.lost.append(job_id)
+
+    def _lost(self, job_id: str, attempt: int, reason: str) -> bool:
+        """Retry the job if attempts remain, else fail and refund it. False if it moved on."""
+        with self.sessions() as session:
+            job = transitions.lock_job(session, job_id)
+            if job.status.is_terminal or job.attempts != attempt:
+                session.rollback()
+                return False
+            if job.attempts < self.max_attempts:
+                job.lease_owner = None
+                job.lease_expires_at = None
+                job.ray_submission_id = None
+                job.progress = 0.0
+                job.frames_done = None
+                job.eta_sec = None
+                event = transitions.record(
+                    session,
+                    job,
+                    JobStatus.QUEUED,
+                    message=f"attempt {attempt} lost: {reason}; retrying",
+                )
+                session.commit()
+                log.warning("job %s attempt %d lost (%s); queued again", job_id, attempt, reason)
+                self._publish([event])
+                if self.lifecycle.progress is not None:
+                    self.lifecycle.progress.clear(job_id)
+                return True
+        self.lifecycle.fail(
+            job_id,
+            f"The render failed after {attempt} attempt(s): {reason}. Your xeconds were "
+            "refunded; retrying the job may succeed.",
+            attempt=attempt,
+        )
+        return True
+
+    def _running_count(self, session: Session) -> int:
+        return int(
+            session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(RUNNING)))
+            or 0
+        )
+
+    def _claim(self, report: TickReport) -> None:
+        while True:
+            with self.sessions() as session:
+                if self._running_count(session) >= self.capacity:
+                    events = self._mark_no_workers(session)
+                    session.commit()
+                    self._publish(events)
+                    return
+                job = session.scalars(
+                    select(Job)
+                    .where(Job.status.in_(WAITING))
+                    .order_by(Job.created_at, Job.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if job is None:
+                    session.rollback()
+                    return
+                job.attempts += 1
+                attempt = job.attempts
+                job.lease_owner = self.owner
+                job.lease_expires_at = utcnow() + self.lease
+                job.ray_submission_id = submission_id_for(job.id, attempt)
+                job.error = None
+                event = transitions.record(
+                    session, job, JobStatus.COLD_START, message=f"attempt {attempt} starting"
+                )
+                job_id = job.id
+                session.commit()
+            self._publish([event])
+            try:
+                sid = self.launcher.submit(job_id, attempt)
+            except Exception as exc:
+                log.exception("submitting job %s attempt %d failed", job_id, attempt)
+                self._lost(job_id, attempt, f"it could not be started: {exc}")
+                report.lost.append(job_id)
+                continue
+            self._attempts[job_id] = _Attempt(sid, attempt, time.monotonic())
+            report.claimed.append(job_id)
+
+    def _mark_no_workers(self, session: Session) -> list[Any]:
+        waiting = session.scalars(
+            select(Job).where(Job.status == JobStatus.QUEUED).with_for_update(skip_locked=True)
+        ).all()
+        return [
+            transitions.record(session, job, JobStatus.NO_WORKERS, message="capacity full")
+            for job in waiting
+        ]
+
+    def shutdown(self) -> None:
+        """Give up this dispatcher's leases so a successor adopts its renders at once."""
+        with self.sessions() as session:
+            session.execute(
+                update(Job)
+                .where(Job.lease_owner == self.owner, Job.status.in_(RUNNING))
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+            session.commit()
+        self._attempts.clear()
+
+
+def run_loop(
+    dispatcher: Dispatcher,
+    stop: threading.Event,
+    *,
+    poll_sec: float,
+    wake: Subscription | None = None,
+    webhooks: WebhookSender | None = None,
+) -> None:
+    """Tick until `stop` is set; a status event wakes the loop early (a cancel, a new job)."""
+    while not stop.is_set():
+        try:
+            dispatcher.tick()
+        except Exception:
+            log.exception("dispatcher tick failed; retrying")
+        if webhooks is not None:
+            try:
+                webhooks.run_once()
+            except Exception:
+                log.exception("webhook delivery round failed; retrying")
+        if wake is not None:
+            deadline = time.monotonic() + poll_sec
+            while not stop.is_set() and time.monotonic() < deadline:
+                if wake.get(timeout=min(0.5, poll_sec)) is not None:
+                    break
+        else:
+            stop.wait(poll_sec)

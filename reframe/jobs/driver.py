@@ -1,0 +1,58 @@
+"""The render driver's side of the lifecycle, for `pipelines/render.py --job-id ID --attempt N`.
+
+`run_attempt` loads the job, hands the renderer a progress callback, and settles the job:
+- the renderer returns the output file's id -> `done`;
+- it raises a `ReframeError` (bad media, missing weights, a render error) -> `failed` with that
+  message and a refund: trying again would fail the same way;
+- anything else (a Ray actor died, the node went away, a bug) propagates, the process exits
+  non-zero, and the dispatcher decides between a retry and fail+refund.
+An attempt that is no longer the job's current one does nothing: a retry has replaced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from reframe.db import make_engine, make_sessionmaker
+from reframe.db.models import Job
+from reframe.errors import ReframeError
+from reframe.jobs.events import event_bus
+from reframe.jobs.lifecycle import JobLifecycle
+from reframe.jobs.progress import progress_store
+
+if TYPE_CHECKING:
+    from reframe.config import Settings
+
+# The pipeline's callback: (frames done, frames total, chunks done, chunks total).
+ProgressFn = Callable[[int, int, int, int], None]
+Renderer = Callable[[Job, ProgressFn], str]
+
+
+def run_attempt(settings: Settings, job_id: str, attempt: int, render: Renderer) -> int:
+    """Run one attempt; returns the process exit code (0 done, 1 failed for good)."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        sessions = make_sessionmaker(engine)
+        life = JobLifecycle(sessions, bus=event_bus(settings), progress=progress_store(settings))
+        with sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise ReframeError(f"job {job_id} does not exist in {engine.url!r}")
+            session.expunge(job)
+        if job.status.is_terminal or job.attempts != attempt:
+            return 0
+        report = life.tracker(job_id, attempt)
+
+        def progress(frames_done: int, frames_total: int, *_chunks: int) -> None:
+            report(frames_done, frames_total)
+
+        try:
+            output_file_id = render(job, progress)
+        except ReframeError as exc:
+            life.fail(job_id, exc.message, attempt=attempt)
+            return 1
+        life.complete(job_id, output_file_id, attempt=attempt)
+        return 0
+    finally:
+        engine.dispose()

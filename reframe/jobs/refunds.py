@@ -1,0 +1,61 @@
+"""How much of a job's charge goes back, and the one refund entry that gives it back.
+
+Exactly once is enforced twice: callers hold the job's row lock and see `refunded_xeconds`, and
+the database's unique (job_id, reason) constraint on the ledger refuses a second JOB_REFUND row
+even from code that forgot the lock.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from reframe.db.models import Job, JobStatus, LedgerReason
+from reframe.services import ledger
+
+# Before any frame is rendered the user has received nothing, so everything goes back.
+_NOTHING_RENDERED = (
+    JobStatus.PENDING,
+    JobStatus.QUEUED,
+    JobStatus.NO_WORKERS,
+    JobStatus.COLD_START,
+)
+
+
+def unrendered_share(job: Job) -> int:
+    """Xeconds for the frames not rendered yet, rounded in the customer's favour."""
+    if job.status in _NOTHING_RENDERED or not job.frames_total:
+        return job.charged_xeconds
+    done = min(max(job.frames_done or 0, 0), job.frames_total)
+    rendered = math.floor(job.charged_xeconds * done / job.frames_total)
+    return job.charged_xeconds - rendered
+
+
+def refund(session: Session, job: Job, amount: int, note: str) -> int:
+    """Give `amount` back to the pool the job was paid from; returns what was refunded.
+
+    Returns 0 when nothing is due or the job was already refunded. Runs in a savepoint so a
+    duplicate caught by the constraint leaves the caller's transaction usable.
+    """
+    amount = min(amount, job.charged_xeconds - job.refunded_xeconds)
+    if amount <= 0 or job.refunded_xeconds > 0:
+        return 0
+    try:
+        with session.begin_nested():
+            ledger.append(
+                session,
+                job.account_id,
+                pool=job.payment_kind,
+                delta=amount,
+                reason=LedgerReason.JOB_REFUND,
+                job_id=job.id,
+                note=note,
+            )
+    except IntegrityError:
+        # Another transaction refunded this job first; the constraint kept it to one.
+        session.refresh(job)
+        return 0
+    job.refunded_xeconds = amount
+    return amount

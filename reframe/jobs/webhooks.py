@@ -1,0 +1,399 @@
+"""Signed webhook notifications of job status changes, guarded against SSRF.
+
+Every status change of a job that has a `webhook_url` is written to an outbox table in the same
+transaction as the change (reframe.jobs.transitions), so a crash can delay a notification but
+never lose one. The sender drains the outbox: one HTTP attempt per due row, exponential backoff
+between attempts, a bounded number of attempts.
+
+Receivers verify `Reframe-Signature: t=<unix seconds>,v1=<hex>` where v1 is
+HMAC-SHA256(account webhook secret, f"{t}.{raw body}"), and should reject timestamps older than
+a few minutes (replays). `Reframe-Event-Id` is stable across retries of one notification.
+
+SSRF: a webhook URL is user input that makes this server open connections. The host is resolved
+and every address must be public; the connection is then made to an address that was checked
+(not re-resolved), so DNS rebinding between the check and the request cannot redirect it.
+Redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from reframe.db.base import utcnow
+from reframe.db.models import Account, WebhookDelivery
+from reframe.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from reframe.config import Settings
+
+SIGNATURE_HEADER = "Reframe-Signature"
+EVENT_ID_HEADER = "Reframe-Event-Id"
+USER_AGENT = "Reframe-Webhooks/1"
+MAX_URL_LENGTH = 2048
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The `Reframe-Signature` header value for `body` sent at `timestamp`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(
+    secret: str, header: str, body: bytes, *, now: float | None = None, tolerance_sec: int = 300
+) -> bool:
+    """What a receiver does: check the MAC in constant time and refuse stale timestamps."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if sep:
+            parts.setdefault(key, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError):
+        return False
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_sec:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return any(hmac.compare_digest(expected, given) for given in parts.get("v1", []))
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _why_not_public(addr: IPAddress) -> str | None:
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return _why_not_public(addr.ipv4_mapped)
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_link_local:
+        return "link-local"
+    if addr.is_private:
+        return "private"
+    if addr.is_multicast:
+        return "multicast"
+    if addr.is_unspecified or addr.is_reserved or not addr.is_global:
+        return "non-public"
+    return None
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A checked webhook URL: where to connect (`addresses`) and what to ask for."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    target: str  # path and query sent in the request line
+    addresses: tuple[str, ...]
+
+
+def check_destination(
+    url: str, *, allow_private: bool, resolver: Resolver = _system_resolver
+) -> Destination:
+    """Parse, resolve and vet `url`; raises `InvalidInput` (400) with the reason."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidInput(f"webhook_url is longer than {MAX_URL_LENGTH} characters")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise InvalidInput("webhook_url must be an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput(
+            "webhook_url must not carry credentials; verify our Reframe-Signature header instead"
+        )
+    host = parts.hostname
+    if not host:
+        raise InvalidInput("webhook_url has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise InvalidInput(f"webhook_url has an invalid port: {exc}") from exc
+    try:
+        addresses = list(resolver(host, port))
+    except (OSError, UnicodeError) as exc:
+        raise InvalidInput(f"webhook_url host {host!r} does not resolve: {exc}") from exc
+    if not addresses:
+        raise InvalidInput(f"webhook_url host {host!r} does not resolve to any address")
+    if not allow_private:
+        for raw in addresses:
+            addr = ipaddress.ip_address(raw.split("%", 1)[0])
+            reason = _why_not_public(addr)
+            if reason is not None:
+                raise InvalidInput(
+                    f"webhook_url host {host!r} resolves to {addr}, a {reason} address; "
+                    "webhooks are only sent to public addresses (an operator can allow private "
+                    "ones with REFRAME_WEBHOOK_ALLOW_PRIVATE=true)"
+                )
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return Destination(url, parts.scheme, host, port, target, tuple(addresses))
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(
+        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        # Certificate and SNI are for the URL's host name, while the socket goes to the
+        # address that passed the check.
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    ok: bool
+    status: int | None
+    error: str | None
+    retriable: bool
+
+
+def _is_retriable(status: int) -> bool:
+    # The receiver's other 4xx answers mean "this will never work" (gone, unauthorised...).
+    return status >= 500 or status in (408, 409, 425, 429)
+
+
+def post_once(
+    dest: Destination,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: float,
+    tls_context: ssl.SSLContext | None = None,
+) -> AttemptResult:
+    """One POST to the first checked address that accepts a connection."""
+    errors: list[str] = []
+    for address in dest.addresses:
+        conn: http.client.HTTPConnection
+        if dest.scheme == "https":
+            ctx = tls_context or ssl.create_default_context()
+            conn = _PinnedHTTPSConnection(dest.host, dest.port, address, timeout, ctx)
+        else:
+            conn = _PinnedHTTPConnection(dest.host, dest.port, address, timeout)
+        try:
+            conn.request("POST", dest.target, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read(64 * 1024)  # drain a little so the connection closes cleanly
+            status = response.status
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(f"{address}: {exc.__class__.__name__}: {exc}")
+            continue
+        finally:
+            conn.close()
+        if 200 <= status < 300:
+            return AttemptResult(True, status, None, False)
+        return AttemptResult(
+            False, status, f"receiver answered HTTP {status}", _is_retriable(status)
+        )
+    return AttemptResult(False, None, "; ".join(errors) or "no address to connect to", True)
+
+
+def backoff_delay(attempt: int, base_sec: float, cap_sec: float = 3600.0) -> float:
+    """Wait before attempt `attempt + 1` after `attempt` failures: base, 2x base, 4x base..."""
+    return float(min(cap_sec, base_sec * 2 ** max(0, attempt - 1)))
+
+
+def build_request(
+    secret: str, event_id: str, body: bytes, *, timestamp: int | None = None
+) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        EVENT_ID_HEADER: event_id,
+        SIGNATURE_HEADER: sign(secret, body, ts),
+    }
+
+
+def deliver(
+    url: str,
+    secret: str,
+    event_id: str,
+    body: bytes,
+    *,
+    allow_private: bool,
+    max_attempts: int,
+    backoff_base_sec: float,
+    timeout: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+    resolver: Resolver = _system_resolver,
+) -> list[AttemptResult]:
+    """Send one notification now, retrying in this thread; returns every attempt's result.
+
+    The outbox sender (which survives restarts) schedules retries in the database instead; this
+    is for callers that own their retry loop, such as tests and the CLI.
+    """
+    results: list[AttemptResult] = []
+    for attempt in range(1, max_attempts + 1):
+        try:
+            # Resolved and checked again on every attempt: the first check was at job creation.
+            dest = check_destination(url, allow_private=allow_private, resolver=resolver)
+        except InvalidInput as exc:
+            results.append(AttemptResult(False, None, exc.message, False))
+            return results
+        result = post_once(dest, body, build_request(secret, event_id, body), timeout=timeout)
+        results.append(result)
+        if result.ok or not result.retriable:
+            return results
+        if attempt < max_attempts:
+            sleep(backoff_delay(attempt, backoff_base_sec))
+    return results
+
+
+def ensure_webhook_secret(session: Session, account: Account) -> str:
+    """The account's signing secret, created on first use (the caller commits)."""
+    if not account.webhook_secret:
+        account.webhook_secret = new_webhook_secret()
+        session.flush()
+    return account.webhook_secret
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: str
+    url: str
+    body: bytes
+    secret: str
+    attempt: int
+
+
+class WebhookSender:
+    """Drains the webhook outbox; run `run_once()` in a loop (the dispatcher does).
+
+    A row is claimed by pushing its `next_attempt_at` past the attempt's worst-case duration in
+    a short transaction, and the HTTP request is made outside any transaction, so a slow
+    receiver never holds a database lock, and a sender that dies mid-request only delays the
+    row until that claim runs out.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        allow_private: bool,
+        max_attempts: int,
+        backoff_base_sec: float,
+        timeout_sec: float = 5.0,
+        resolver: Resolver = _system_resolver,
+    ) -> None:
+        self.sessions = sessions
+        self.allow_private = allow_private
+        self.max_attempts = max_attempts
+        self.backoff_base_sec = backoff_base_sec
+        self.timeout_sec = timeout_sec
+        self.resolver = resolver
+
+    @classmethod
+    def from_settings(cls, sessions: sessionmaker[Session], settings: Settings) -> WebhookSender:
+        return cls(
+            sessions,
+            allow_private=settings.webhook_allow_private,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_base_sec=settings.webhook_backoff_base_sec,
+            timeout_sec=settings.webhook_timeout_sec,
+        )
+
+    def _claim(self, limit: int) -> list[_Claimed]:
+        now = utcnow()
+        claim_until = now + timedelta(seconds=self.timeout_sec * 4 + 30)
+        claimed: list[_Claimed] = []
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(WebhookDelivery)
+                .where(
+                    WebhookDelivery.next_attempt_at.is_not(None),
+                    WebhookDelivery.next_attempt_at <= now,
+                )
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                account = session.get(Account, row.account_id)
+                if account is None:  # pragma: no cover - foreign key makes this impossible
+                    continue
+                secret = ensure_webhook_secret(session, account)
+                row.attempts += 1
+                row.next_attempt_at = claim_until
+                body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
+                claimed.append(_Claimed(row.id, row.url, body, secret, row.attempts))
+            session.commit()
+        return claimed
+
+    def _settle(self, item: _Claimed, result: AttemptResult) -> None:
+        with self.sessions() as session:
+            row = session.get(WebhookDelivery, item.id)
+            if row is None:  # pragma: no cover - rows are never deleted while pending
+                return
+            row.last_status = result.status
+            row.last_error = result.error
+            if result.ok:
+                row.delivered_at = utcnow()
+                row.next_attempt_at = None
+            elif result.retriable and item.attempt < self.max_attempts:
+                delay = backoff_delay(item.attempt, self.backoff_base_sec)
+                row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            else:
+                row.next_attempt_at = None  # given up; last_error says why
+            session.commit()
+
+    def run_once(self, limit: int = 20) -> int:
+        """Make one attempt for each due notification (up to `limit`); returns how many."""
+        claimed = self._claim(limit)
+        for item in claimed:
+            try:
+                dest = check_destination(
+                    item.url, allow_private=self.allow_private, resolver=self.resolver
+                )
+            except InvalidInput as exc:
+                # DNS may change between acceptance and delivery; a private answer now is final.
+                self._settle(item, AttemptResult(False, None, exc.message, False))
+                continue
+            result = post_once(
+                dest,
+                item.body,
+                build_request(item.secret, item.id, item.body),
+                timeout=self.timeout_sec,
+            )
+            self._settle(item, result)
+        return len(claimed)

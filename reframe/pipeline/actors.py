@@ -1,0 +1,187 @@
+"""The interpolator actor of the Ray Data stage: one chunk in, one encoded segment out.
+
+Ray Data constructs `ChunkRenderer` once per actor (model load, storage client, metrics) and
+calls it with batches of chunk rows. Frames never leave the actor: it decodes its own chunk from
+storage, interpolates, encodes a segment with the render's one encoder configuration (watermark
+included, because stitching only copies packets), uploads it, and returns a few integers and a
+key per chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from reframe.errors import RenderError
+from reframe.pipeline.plan import Chunk
+
+if TYPE_CHECKING:
+    from reframe.config import Settings
+    from reframe.engine.timeline import Timeline
+    from reframe.storage import Storage
+    from reframe.video.decode import ColorInfo
+    from reframe.video.encode import EncodeOptions
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How each actor builds its interpolator (see `reframe.engine.inference.Interpolator`)."""
+
+    device: str = "cpu"
+    scale: float | None = None
+    precision: str = "fp32"
+    threads: int = 1
+    max_batch: int = 8
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """Everything an actor needs, shipped once per actor through the object store.
+
+    `input_key` names the source in `settings`' storage; `frame_pts` lets a chunk seek to the
+    keyframe before its first frame; `batch_size` is the render core's batch (the plan's seams
+    depend on it); segment keys are `segment_prefix/<chunk index>.<ext>`.
+    """
+
+    settings: Settings
+    input_key: str
+    timeline: Timeline
+    frame_pts: tuple[int, ...]
+    width: int
+    height: int
+    color: ColorInfo
+    rotation: int
+    start_time: Fraction
+    encode: EncodeOptions
+    engine: EngineOptions
+    batch_size: int
+    segment_prefix: str
+    segment_suffix: str = ".mp4"
+    weights: Path | None = None
+    metric_tags: dict[str, str] = field(default_factory=dict)
+
+    def segment_key(self, chunk_index: int) -> str:
+        return f"{self.segment_prefix}/{chunk_index:05d}{self.segment_suffix}"
+
+
+class ChunkRenderer:
+    """Ray Data callable class: `__call__` takes a batch of chunk rows (dict of arrays)."""
+
+    def __init__(self, spec: RenderSpec) -> None:
+        from reframe.engine.inference import Interpolator
+        from reframe.engine.weights import resolve_weights
+        from reframe.storage import build_storage
+
+        self.spec = spec
+        self.storage: Storage = build_storage(spec.settings)
+        weights = spec.weights or resolve_weights(spec.settings, pull_if_missing=True)
+        options = spec.engine
+        self.interpolator = Interpolator(
+            weights,
+            device=options.device,
+            scale=options.scale,
+            precision=options.precision,  # type: ignore[arg-type]
+            threads=options.threads,
+            max_batch=options.max_batch,
+        )
+        self._workdir = tempfile.TemporaryDirectory(prefix="reframe-chunk-")
+        # The source stays open (and, for S3, downloaded once) for the actor's lifetime.
+        self._stack = contextlib.ExitStack()
+        self._source: Path = self._stack.enter_context(self.storage.local_path(spec.input_key))
+        self._metrics = _Metrics(spec.metric_tags)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [{name: batch[name][i] for name in batch} for i in range(len(batch["index"]))]
+        results = [self.render(Chunk.from_row(row)) for row in rows]
+        return {
+            "index": np.array([r["index"] for r in results], dtype=np.int64),
+            "segment_key": np.array([r["segment_key"] for r in results], dtype=object),
+            "frames": np.array([r["frames"] for r in results], dtype=np.int64),
+            "seconds": np.array([r["seconds"] for r in results], dtype=np.float64),
+        }
+
+    def render(self, chunk: Chunk) -> dict[str, Any]:
+        from reframe.engine.render import render_chunk
+        from reframe.video.encode import VideoWriter
+
+        started = time.perf_counter()
+        spec = self.spec
+        fps = spec.timeline.target_fps
+        local = Path(self._workdir.name) / f"{chunk.index:05d}{spec.segment_suffix}"
+        frames = render_chunk(
+            self._source,
+            spec.timeline,
+            chunk.out_start,
+            chunk.out_stop,
+            self.interpolator,
+            frame_pts=spec.frame_pts,
+            batch_size=spec.batch_size,
+            threads=1,
+        )
+        # The segment is stamped where its frames sit in the whole render, so its timestamps
+        # already equal the single-process output's; stitching then only copies packets.
+        with VideoWriter(
+            local,
+            width=spec.width,
+            height=spec.height,
+            fps=fps,
+            options=spec.encode,
+            color=spec.color,
+            rotation=spec.rotation,
+            start_time=spec.start_time + chunk.out_start / fps,
+        ) as writer:
+            for frame in frames:
+                writer.write(frame.rgb)
+        if writer.frames_written != chunk.output_frames:
+            raise RenderError(
+                f"chunk {chunk.index} produced {writer.frames_written} frames, "
+                f"expected {chunk.output_frames}"
+            )
+        key = spec.segment_key(chunk.index)
+        self.storage.upload_file(local, key, "video/mp4")
+        local.unlink()
+        seconds = time.perf_counter() - started
+        self._metrics.record(chunk.output_frames, seconds)
+        return {
+            "index": chunk.index,
+            "segment_key": key,
+            "frames": chunk.output_frames,
+            "seconds": seconds,
+        }
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stack.close()
+            self._workdir.cleanup()
+
+
+class _Metrics:
+    """Ray metrics for the dashboard / Prometheus: frames rendered and per-chunk latency."""
+
+    def __init__(self, tags: dict[str, str]) -> None:
+        from ray.util.metrics import Counter, Histogram
+
+        keys = tuple(sorted(tags))
+        self._tags = dict(tags)
+        self.frames = Counter(
+            "reframe_frames_rendered",
+            description="Output frames rendered by pipeline actors.",
+            tag_keys=keys,
+        )
+        self.latency = Histogram(
+            "reframe_chunk_seconds",
+            description="Wall time to decode, interpolate, encode and upload one chunk.",
+            boundaries=[0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320],
+            tag_keys=keys,
+        )
+
+    def record(self, frames: int, seconds: float) -> None:
+        self.frames.inc(frames, tags=self._tags)
+        self.latency.observe(seconds, tags=self._tags)

@@ -1,0 +1,149 @@
+"""Render one accepted job on Ray: input from storage, output stored and registered, status kept.
+
+`pipelines/render.py --job-id ID` calls `render_job`. Status moves through the job lifecycle
+(`cold_start` until the first chunk lands, `processing` with per-chunk progress, then `done` or
+`failed` with its refund); every lifecycle call is idempotent and tagged with the attempt, so a
+dispatcher that also reacts to this process dying cannot double-refund.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reframe.errors import Conflict, NotFound, ReframeError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from reframe.config import Settings
+    from reframe.db.models import File
+    from reframe.engine.scenes import SceneSettings
+    from reframe.jobs.lifecycle import JobLifecycle
+    from reframe.pipeline.ray_pipeline import PipelineOptions, PipelineResult
+    from reframe.storage import Storage
+    from reframe.video.encode import EncodeOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobInput:
+    job_id: str
+    attempt: int
+    account_id: str
+    project_id: str
+    input_key: str
+    input_filename: str
+    target_fps: int
+    watermarked: bool
+
+
+def load_job(session: Session, job_id: str) -> JobInput:
+    from reframe.db.models import Job
+
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    if job.status.is_terminal:
+        raise Conflict(f"job {job_id} is already {job.status.value}; nothing to render")
+    return JobInput(
+        job_id=job.id,
+        attempt=job.attempts,
+        account_id=job.account_id,
+        project_id=job.project_id,
+        input_key=job.input_file.storage_key,
+        input_filename=job.input_file.filename,
+        target_fps=job.target_fps,
+        watermarked=job.watermarked,
+    )
+
+
+def output_filename(input_filename: str, target_fps: int, suffix: str = ".mp4") -> str:
+    """`clip.mov` at 60 fps -> `clip-60fps.mp4`."""
+    stem = Path(input_filename).stem or "video"
+    return f"{stem}-{target_fps}fps{suffix}"
+
+
+def register_output(
+    session: Session, job: JobInput, *, key: str, filename: str, size_bytes: int
+) -> File:
+    """The project's output-file row for a stored render (ready: we wrote and measured it)."""
+    from reframe.db.models import File, FileRole, FileStatus
+
+    file = File(
+        project_id=job.project_id,
+        account_id=job.account_id,
+        role=FileRole.OUTPUT,
+        status=FileStatus.READY,
+        storage_key=key,
+        filename=filename,
+        content_type="video/mp4",
+        size_bytes=size_bytes,
+    )
+    session.add(file)
+    session.flush()
+    return file
+
+
+def render_job(
+    job_id: str,
+    *,
+    settings: Settings,
+    storage: Storage,
+    sessions: sessionmaker[Session],
+    lifecycle: JobLifecycle,
+    options: PipelineOptions,
+    encode: Callable[[bool], EncodeOptions],
+    weights: Path | None = None,
+    scenes: SceneSettings | None = None,
+) -> tuple[str, PipelineResult]:
+    """Render job `job_id` and mark it done; on any failure mark it failed (refunding) and
+    re-raise. `encode(watermarked)` builds the encoder options for the job. Returns the output
+    file id and the pipeline's result."""
+    from reframe.db.models import JobStatus
+    from reframe.pipeline.ray_pipeline import run_render
+    from reframe.storage import new_object_key
+
+    with sessions() as session:
+        job = load_job(session, job_id)
+    lifecycle.advance(job.job_id, JobStatus.COLD_START, attempt=job.attempt)
+    report = lifecycle.tracker(job.job_id, job.attempt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp:
+            name = output_filename(job.input_filename, job.target_fps)
+            local = Path(tmp) / name
+            result = run_render(
+                settings=settings,
+                storage=storage,
+                input_key=job.input_key,
+                output=local,
+                target_fps=Fraction(job.target_fps),
+                encode=encode(job.watermarked),
+                options=options,
+                progress=report,
+                weights=weights,
+                run_id=f"{job.job_id}-{job.attempt}",
+                scenes=scenes,
+            )
+            key = new_object_key(f"outputs/{job.account_id}/{job.project_id}", name)
+            storage.upload_file(local, key, "video/mp4")
+            with sessions() as session:
+                file = register_output(
+                    session, job, key=key, filename=name, size_bytes=local.stat().st_size
+                )
+                file_id = file.id
+                session.commit()
+    except Exception as exc:
+        message = exc.message if isinstance(exc, ReframeError) else "the render failed unexpectedly"
+        log.exception("job %s failed", job.job_id)
+        lifecycle.fail(job.job_id, message, attempt=job.attempt)
+        raise
+    if not lifecycle.complete(job.job_id, file_id, attempt=job.attempt):
+        log.warning("job %s had already moved on; its output %s stays unreferenced", job_id, key)
+    return file_id, result

@@ -1,0 +1,154 @@
+"""Accounts and API keys.
+
+A key is `rf_live_` + 43 url-safe characters (32 random bytes). The database keeps only its
+sha256 and a display prefix; sha256 without a salt is enough because the key itself carries
+256 bits of entropy, so there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from reframe.config import Settings
+from reframe.db.base import utcnow
+from reframe.db.models import Account, ApiKey, CreditPool, LedgerReason
+from reframe.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from reframe.services import ledger
+
+KEY_PREFIX = "rf_live_"
+KEY_RANDOM_BYTES = 32
+# `rf_live_` plus 8 characters (48 bits): enough to show the owner which key it is and to
+# narrow the lookup to one row, while revealing nothing useful about the rest.
+DISPLAY_PREFIX_LEN = len(KEY_PREFIX) + 8
+# Writing last_used_at on every request would turn every read into a write; a minute's
+# resolution is all the owner needs to spot an unused or stolen key.
+LAST_USED_RESOLUTION_SEC = 60.0
+
+_MISSING_KEY = "Missing API key: send 'Authorization: Bearer <your_api_key>'."
+_INVALID_KEY = (
+    "Invalid API key: it was revoked or never existed. Create a new one with POST /me/api-key "
+    "or `reframe accounts create`."
+)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly minted key: `plaintext` is shown once and never stored."""
+
+    plaintext: str
+    record: ApiKey
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def normalize_email(email: str) -> str:
+    cleaned = email.strip().lower()
+    local, _, domain = cleaned.partition("@")
+    if not local or "." not in domain or " " in cleaned or len(cleaned) > 320:
+        raise InvalidInput(f"{email!r} is not a valid email address")
+    return cleaned
+
+
+def _mint_key(session: Session, account_id: str) -> IssuedKey:
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+    record = ApiKey(
+        account_id=account_id,
+        prefix=plaintext[:DISPLAY_PREFIX_LEN],
+        key_hash=hash_key(plaintext),
+    )
+    session.add(record)
+    session.flush()
+    return IssuedKey(plaintext=plaintext, record=record)
+
+
+def create_account(
+    session: Session, settings: Settings, email: str, *, free_xeconds: int | None = None
+) -> tuple[Account, IssuedKey]:
+    """A new account with its first API key and its signup gift of free xeconds."""
+    address = normalize_email(email)
+    if session.scalar(select(Account.id).where(Account.email == address)) is not None:
+        raise Conflict(f"an account with email {address} already exists")
+    gift = settings.free_xeconds_on_signup if free_xeconds is None else free_xeconds
+    if gift < 0:
+        raise InvalidInput(f"free xeconds cannot be negative; got {gift}")
+    account = Account(email=address)
+    session.add(account)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent create with the same email
+        raise Conflict(f"an account with email {address} already exists") from exc
+    if gift:
+        ledger.grant(
+            session, account.id, gift, CreditPool.FREE, reason=LedgerReason.SIGNUP, note="signup"
+        )
+    return account, _mint_key(session, account.id)
+
+
+def get_by_email(session: Session, email: str) -> Account:
+    address = normalize_email(email)
+    account = session.scalar(select(Account).where(Account.email == address))
+    if account is None:
+        raise NotFound(f"no account with email {address}; create it with `reframe accounts create`")
+    return account
+
+
+def list_accounts(session: Session) -> list[Account]:
+    return list(session.scalars(select(Account).order_by(Account.created_at, Account.email)))
+
+
+def active_key(session: Session, account_id: str) -> ApiKey | None:
+    return session.scalar(
+        select(ApiKey)
+        .where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at.desc())
+        .limit(1)
+    )
+
+
+def rotate_key(session: Session, account_id: str) -> IssuedKey:
+    """Revoke every live key of the account and mint one new key, in the caller's transaction."""
+    now = utcnow()
+    for key in session.scalars(
+        select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+    ):
+        key.revoked_at = now
+    return _mint_key(session, account_id)
+
+
+def authenticate(
+    session: Session, plaintext: str | None, *, now: datetime | None = None
+) -> Account:
+    """The account owning the live key `plaintext`, or Unauthorized (401)."""
+    if not plaintext:
+        raise Unauthorized(_MISSING_KEY)
+    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) < DISPLAY_PREFIX_LEN + 16:
+        raise Unauthorized(_INVALID_KEY)
+    presented = hash_key(plaintext)
+    candidates = session.scalars(
+        select(ApiKey).where(ApiKey.prefix == plaintext[:DISPLAY_PREFIX_LEN])
+    ).all()
+    match: ApiKey | None = None
+    for candidate in candidates:
+        # compare_digest: the time taken does not reveal how much of the hash matched.
+        if hmac.compare_digest(candidate.key_hash, presented):
+            match = candidate
+    if match is None or match.revoked_at is not None:
+        raise Unauthorized(_INVALID_KEY)
+    account = session.get(Account, match.account_id)
+    if account is None or account.disabled:
+        raise Unauthorized("This account is disabled; contact the operator of this service.")
+    moment = now or utcnow()
+    last = match.last_used_at
+    if last is None or (moment - last).total_seconds() >= LAST_USED_RESOLUTION_SEC:
+        match.last_used_at = moment
+    return account

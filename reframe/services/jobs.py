@@ -1,0 +1,162 @@
+"""Accepting render jobs: price, pay and record in one transaction.
+
+Acceptance is the only part of a job's life handled here. The job stays `queued`; the job
+lifecycle (reframe/jobs) moves it on, and refunds through `ledger` with reason JOB_REFUND, which
+the (job_id, reason) unique constraint limits to one per job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from reframe.config import Settings
+from reframe.db.base import utcnow
+from reframe.db.models import Account, CreditPool, Job, JobEvent, JobStatus, LedgerReason
+from reframe.db.session import lock_account
+from reframe.errors import InsufficientCredits, InvalidInput
+from reframe.services import ledger, pricing, projects, uploads
+from reframe.services.ledger import Balance
+from reframe.storage.base import Storage
+
+
+@dataclass(frozen=True)
+class AcceptedJob:
+    job: Job
+    balance: Balance
+    replayed: bool = False  # True when an idempotency key matched an earlier job
+
+
+def choose_pool(balance: Balance, charge: int) -> CreditPool:
+    """Paid credit first (clean output); else free credit (watermarked); else 402."""
+    if balance.paid >= charge:
+        return CreditPool.PAID
+    if balance.free >= charge:
+        return CreditPool.FREE
+    raise InsufficientCredits(
+        f"Insufficient xeconds: this render needs {charge} xeconds; you have {balance.paid} paid "
+        f"and {balance.free} free. A job is paid from one pool, so one of them must cover it. "
+        "Buy a credit pack or choose a lower target_fps.",
+        needed=charge,
+        available=max(balance.paid, balance.free),
+    )
+
+
+def set_status(session: Session, job: Job, status: JobStatus, message: str | None = None) -> None:
+    """Change `job.status` and record the event; the one way status should change."""
+    job.status = status
+    job.updated_at = utcnow()
+    session.add(JobEvent(job_id=job.id, status=status, message=message, at=job.updated_at))
+
+
+def _replay(session: Session, account: Account, idempotency_key: str | None) -> Job | None:
+    if idempotency_key is None:
+        return None
+    return session.scalar(
+        select(Job).where(Job.account_id == account.id, Job.idempotency_key == idempotency_key)
+    )
+
+
+def accept(
+    session: Session,
+    storage: Storage,
+    settings: Settings,
+    account: Account,
+    *,
+    r2_key: str,
+    project_id: str,
+    target_fps: int,
+    idempotency_key: str | None = None,
+) -> AcceptedJob:
+    """Verify the upload, price the render, take the xeconds and create the job, atomically."""
+    earlier = _replay(session, account, idempotency_key)
+    if earlier is not None:
+        return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
+
+    project = projects.owned_project(session, account, project_id)
+    file = projects.owned_upload(session, account, r2_key)
+    if file.project_id != project.id:
+        raise InvalidInput(
+            f"upload {r2_key!r} belongs to project {file.project_id}, not {project_id}; "
+            "send the project_id returned with it by POST /upload/presign"
+        )
+    probe = uploads.verify_input(session, storage, settings, file)
+    quote = pricing.require_quote(
+        float(probe["duration_sec"]), float(probe["fps"]), target_fps, settings
+    )
+    assert quote.charged_xeconds is not None
+    assert quote.band
+    assert quote.multiplier
+
+    # End the read transaction so the money transaction starts with the lock (see lock_account).
+    session.commit()
+    try:
+        lock_account(session, account.id)
+        # Re-check under the lock: a concurrent request may have created this job already.
+        earlier = _replay(session, account, idempotency_key)
+        if earlier is not None:
+            balance = ledger.balance(session, account.id)
+            session.rollback()
+            return AcceptedJob(earlier, balance, replayed=True)
+        before = ledger.balance(session, account.id)
+        pool = choose_pool(before, quote.charged_xeconds)
+        job = Job(
+            account_id=account.id,
+            project_id=project.id,
+            input_file_id=file.id,
+            status=JobStatus.QUEUED,
+            target_fps=target_fps,
+            source_fps=float(probe["fps"]),
+            duration_sec=float(probe["duration_sec"]),
+            band=quote.band,
+            multiplier=quote.multiplier,
+            charged_xeconds=quote.charged_xeconds,
+            payment_kind=pool,
+            watermarked=pool is CreditPool.FREE,
+            refunded_xeconds=0,
+            idempotency_key=idempotency_key,
+            frames_total=None,
+        )
+        session.add(job)
+        session.flush()
+        session.add(JobEvent(job_id=job.id, status=JobStatus.QUEUED, message="accepted"))
+        ledger.append(
+            session,
+            account.id,
+            pool=pool,
+            delta=-quote.charged_xeconds,
+            reason=LedgerReason.JOB_CHARGE,
+            job_id=job.id,
+            note=f"{quote.band} x{quote.multiplier}, {target_fps} fps",
+        )
+        after = ledger.balance(session, account.id)
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        earlier = _replay(session, account, idempotency_key)
+        if earlier is not None:
+            return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
+        raise InvalidInput("the job could not be recorded; retry the request") from exc
+    except BaseException:
+        session.rollback()
+        raise
+    return AcceptedJob(job, after)
+
+
+def list_jobs(
+    session: Session, account: Account, *, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    total = session.scalar(
+        select(func.count()).select_from(Job).where(Job.account_id == account.id)
+    )
+    jobs = session.scalars(
+        select(Job)
+        .where(Job.account_id == account.id)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(jobs), int(total or 0)

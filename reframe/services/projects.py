@@ -1,0 +1,81 @@
+"""Projects and their files, and the ownership rule for every account-owned resource.
+
+Each `owned_*` function is the single place its resource is fetched for an account: unknown ids
+are NotFound (404), other accounts' ids are Forbidden (403). Routes never query these tables
+directly, so a forgotten owner check cannot happen.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from reframe.config import Settings
+from reframe.db.models import Account, File, Job, Project
+from reframe.errors import Forbidden, NotFound
+from reframe.storage.base import Storage
+
+
+def owned_project(session: Session, account: Account, project_id: str) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    if project.account_id != account.id:
+        raise Forbidden(f"project {project_id} belongs to another account")
+    return project
+
+
+def owned_file(session: Session, account: Account, project_id: str, file_id: str) -> File:
+    project = owned_project(session, account, project_id)
+    file = session.get(File, file_id)
+    if file is None or file.project_id != project.id:
+        raise NotFound(f"file {file_id} not found in project {project_id}")
+    return file
+
+
+def owned_upload(session: Session, account: Account, key: str) -> File:
+    """The input file stored under `key` (the `r2_key` of the API)."""
+    file = session.scalar(select(File).where(File.storage_key == key))
+    if file is None:
+        raise NotFound(f"no upload with key {key!r}; get one from POST /upload/presign")
+    if file.account_id != account.id:
+        raise Forbidden(f"upload {key!r} belongs to another account")
+    return file
+
+
+def owned_job(session: Session, account: Account, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if job.account_id != account.id:
+        raise Forbidden(f"job {job_id} belongs to another account")
+    return job
+
+
+def list_projects(
+    session: Session, account: Account, *, limit: int, offset: int
+) -> tuple[list[Project], int]:
+    """Newest first, with files and jobs loaded for the history view."""
+    total = session.scalar(
+        select(func.count()).select_from(Project).where(Project.account_id == account.id)
+    )
+    projects = session.scalars(
+        select(Project)
+        .where(Project.account_id == account.id)
+        .options(selectinload(Project.files), selectinload(Project.jobs))
+        .order_by(Project.created_at.desc(), Project.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(projects), int(total or 0)
+
+
+def download_url(storage: Storage, settings: Settings, file: File) -> str:
+    """A fresh short-lived URL; the object must still exist in storage."""
+    if storage.head(file.storage_key) is None:
+        raise NotFound(
+            f"file {file.id} has no stored bytes (never uploaded, or deleted after being rejected)"
+        )
+    return storage.presign_download(
+        file.storage_key, settings.download_url_ttl_sec, filename=file.filename
+    )

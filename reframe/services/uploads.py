@@ -1,0 +1,170 @@
+"""Direct uploads: hand out a signed PUT URL, then verify what actually arrived.
+
+A presigned PUT cannot cap the size on S3, so nothing the client declared is trusted: before an
+estimate or a job, the object's real size (HEAD) and duration (probe) are checked, and an object
+over a limit is deleted and its row marked rejected.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from reframe.config import Settings
+from reframe.db.models import Account, File, FileRole, FileStatus, Project
+from reframe.errors import InvalidInput, InvalidMedia, NotFound, ReframeError, TooLarge
+from reframe.services import pricing
+from reframe.storage.base import Storage, new_object_key
+
+MAX_FILENAME = 255
+
+
+@dataclass(frozen=True)
+class PresignedInput:
+    project: Project
+    file: File
+    upload_url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: datetime | None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MB"
+
+
+def check_content_type(content_type: str) -> str:
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not media.startswith("video/") or media == "video/":
+        raise InvalidInput(
+            f"content_type must be a video type such as video/mp4; got {content_type!r}"
+        )
+    return media
+
+
+def check_declared_size(size_bytes: int | None, settings: Settings) -> None:
+    if size_bytes is None:
+        return
+    if size_bytes <= 0:
+        raise InvalidInput(f"size_bytes must be positive; got {size_bytes}")
+    if size_bytes > settings.max_upload_bytes:
+        raise TooLarge(
+            f"Upload of {size_bytes} bytes exceeds the {settings.max_upload_bytes}-byte "
+            f"({_mib(settings.max_upload_bytes)}) launch limit."
+        )
+
+
+def presign(
+    session: Session,
+    storage: Storage,
+    settings: Settings,
+    account: Account,
+    *,
+    filename: str,
+    content_type: str,
+    size_bytes: int | None = None,
+) -> PresignedInput:
+    """Create the project and its pending input-file row, and sign the upload URL."""
+    name = filename.strip()
+    if not name or len(name) > MAX_FILENAME:
+        raise InvalidInput(f"filename must be 1 to {MAX_FILENAME} characters")
+    media = check_content_type(content_type)
+    check_declared_size(size_bytes, settings)
+
+    project = Project(account_id=account.id, name=os.path.splitext(name)[0][:255] or name)
+    session.add(project)
+    session.flush()
+    key = new_object_key(f"uploads/{account.id}/{project.id}", name)
+    file = File(
+        project_id=project.id,
+        account_id=account.id,
+        role=FileRole.INPUT,
+        status=FileStatus.PENDING,
+        storage_key=key,
+        filename=name,
+        content_type=media,
+        declared_size_bytes=size_bytes,
+    )
+    session.add(file)
+    session.flush()
+    signed = storage.presign_upload(
+        key, media, expires_in=settings.upload_url_ttl_sec, max_bytes=settings.max_upload_bytes
+    )
+    return PresignedInput(
+        project=project,
+        file=file,
+        upload_url=signed.url,
+        method=signed.method,
+        headers=dict(signed.headers),
+        expires_at=signed.expires_at,
+    )
+
+
+def _reject(session: Session, storage: Storage, file: File, exc: ReframeError) -> None:
+    storage.delete(file.storage_key)
+    file.status = FileStatus.REJECTED
+    file.error = exc.message
+    file.error_status = exc.status_code
+    file.probe = None
+    # The rejection must stick even though the caller's request fails with this error.
+    session.commit()
+
+
+def verify_input(
+    session: Session, storage: Storage, settings: Settings, file: File
+) -> dict[str, Any]:
+    """The probe of the stored object, after checking its real size and duration.
+
+    Commits: before the slow storage and probe calls (so no transaction is held across them),
+    and after, so that what it learned (probe stored, or the upload rejected) survives the
+    error response that follows a rejection.
+    """
+    if file.role is not FileRole.INPUT:
+        raise InvalidInput(f"file {file.id} is a render output, not an upload")
+    if file.status is FileStatus.REJECTED:
+        status = file.error_status or 400
+        message = f"This upload was rejected and deleted: {file.error} Presign a new upload."
+        raise TooLarge(message) if status == 413 else InvalidMedia(message)
+
+    # Storage calls and probing can be slow; no transaction may stay open across them (on
+    # SQLite an open transaction holds the database write lock).
+    session.commit()
+    info = storage.head(file.storage_key)
+    if info is None:
+        raise NotFound(
+            f"nothing has been uploaded under {file.storage_key!r} yet: PUT the file to the "
+            "upload_url from POST /upload/presign first"
+        )
+    if file.status is FileStatus.READY and file.probe is not None and file.size_bytes == info.size:
+        return file.probe
+
+    if info.size > settings.max_upload_bytes:
+        _reject(
+            session,
+            storage,
+            file,
+            TooLarge(
+                f"Upload is {info.size} bytes; the launch limit is {settings.max_upload_bytes} "
+                f"bytes ({_mib(settings.max_upload_bytes)})."
+            ),
+        )
+        raise TooLarge(file.error or "upload too large")
+
+    from reframe.video.probe import ProbeLimits, probe_video
+
+    try:
+        with storage.local_path(file.storage_key) as path:
+            probe = probe_video(path, ProbeLimits.from_settings(settings))
+        pricing.check_duration(probe.duration_sec, settings)
+    except (InvalidMedia, TooLarge) as exc:
+        _reject(session, storage, file, exc)
+        raise
+    file.size_bytes = info.size
+    file.probe = probe.to_dict()
+    file.status = FileStatus.READY
+    session.commit()
+    return file.probe

@@ -1,0 +1,286 @@
+"""Local-disk storage: objects are files under one folder, moved in and out through URLs that the
+app itself serves (`reframe.api.routes.storage`) and that are signed with HMAC-SHA256.
+
+A signed URL looks like `{public_base_url}/storage/{key}?expires=...&sig=...` (plus `max_bytes`
+and `content_type` for uploads, `filename` for downloads). The signature covers the method, the
+key, the expiry and every other parameter, so none of them can be changed by the holder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import mimetypes
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+from urllib.parse import quote, urlencode
+
+from reframe.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
+from reframe.storage.base import ObjectInfo, PresignedUpload, validate_key
+
+# Domain separation: the service's one secret also signs other things (share tokens, sessions);
+# a storage signature must never be valid anywhere else, and vice versa.
+_SIGNING_CONTEXT = b"reframe/storage-url/v1"
+
+
+@dataclass(frozen=True)
+class SignedGrant:
+    """What a verified URL allows: one method on one key until `expires`."""
+
+    method: str
+    key: str
+    expires: int
+    max_bytes: int | None = None
+    content_type: str | None = None
+    filename: str | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _media_type(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+class LocalStorage:
+    """Files under `root`; signed URLs under `{public_base_url}/storage/`."""
+
+    def __init__(
+        self,
+        root: Path,
+        public_base_url: str,
+        secret: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not secret:
+            raise ValueError("LocalStorage needs a non-empty signing secret")
+        self.root = Path(root).resolve()
+        self.public_base_url = public_base_url.rstrip("/")
+        self._mac_key = hmac.new(secret.encode("utf-8"), _SIGNING_CONTEXT, hashlib.sha256).digest()
+        self._clock = clock
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def path_for(self, key: str) -> Path:
+        """The file that holds `key`. Raises InvalidInput for keys that could leave `root`."""
+        validate_key(key)
+        path = (self.root / key).resolve()
+        # validate_key already forbids "..", but a symlink planted inside root must not lead out.
+        if not path.is_relative_to(self.root):
+            raise InvalidInput(f"storage key {key!r} resolves outside the storage folder")
+        return path
+
+    # -- signing ------------------------------------------------------------------------------
+
+    def _signature(self, grant: SignedGrant) -> str:
+        fields = [
+            grant.method,
+            grant.key,
+            str(grant.expires),
+            "" if grant.max_bytes is None else str(grant.max_bytes),
+            grant.content_type or "",
+            grant.filename or "",
+        ]
+        # "\n" cannot occur in a valid key, a number or a media type, and filenames are checked
+        # for it below, so distinct grants can never serialise to the same message.
+        message = "\n".join(fields).encode("utf-8")
+        return _b64(hmac.new(self._mac_key, message, hashlib.sha256).digest())
+
+    def _url(self, grant: SignedGrant) -> str:
+        query: dict[str, str] = {"expires": str(grant.expires)}
+        if grant.max_bytes is not None:
+            query["max_bytes"] = str(grant.max_bytes)
+        if grant.content_type is not None:
+            query["content_type"] = grant.content_type
+        if grant.filename is not None:
+            query["filename"] = grant.filename
+        query["sig"] = self._signature(grant)
+        return f"{self.public_base_url}/storage/{quote(grant.key, safe='/')}?{urlencode(query)}"
+
+    def _expiry(self, expires_in: int) -> int:
+        if expires_in <= 0:
+            raise ValueError("expires_in must be a positive number of seconds")
+        return int(self._clock()) + int(expires_in)
+
+    def presign_upload(
+        self, key: str, content_type: str, expires_in: int, max_bytes: int
+    ) -> PresignedUpload:
+        validate_key(key)
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        if not content_type or "\n" in content_type:
+            raise InvalidInput("content_type must be a single-line media type such as video/mp4")
+        grant = SignedGrant(
+            method="PUT",
+            key=key,
+            expires=self._expiry(expires_in),
+            max_bytes=max_bytes,
+            content_type=content_type,
+        )
+        return PresignedUpload(
+            url=self._url(grant),
+            method="PUT",
+            headers={"Content-Type": content_type},
+            expires_at=datetime.fromtimestamp(grant.expires, tz=UTC),
+        )
+
+    def presign_download(self, key: str, expires_in: int, filename: str | None = None) -> str:
+        validate_key(key)
+        if filename is not None and ("\n" in filename or "\r" in filename):
+            raise InvalidInput("download filename must not contain line breaks")
+        grant = SignedGrant(
+            method="GET", key=key, expires=self._expiry(expires_in), filename=filename
+        )
+        return self._url(grant)
+
+    def verify(self, method: str, key: str, query: Mapping[str, str]) -> SignedGrant:
+        """Check a request against its URL's signature; raise Forbidden (403) when it fails.
+
+        `method` is the HTTP method that arrived (HEAD is checked as GET).
+        """
+        validate_key(key)
+        sig = query.get("sig")
+        expires_raw = query.get("expires")
+        if not sig or not expires_raw:
+            raise Forbidden(
+                "this storage URL is not signed; ask the API for a fresh upload or download URL"
+            )
+        try:
+            expires = int(expires_raw)
+            max_bytes = int(query["max_bytes"]) if "max_bytes" in query else None
+        except ValueError:
+            raise Forbidden("this storage URL is malformed; ask the API for a fresh one") from None
+        signed_method = "GET" if method.upper() == "HEAD" else method.upper()
+        grant = SignedGrant(
+            method=signed_method,
+            key=key,
+            expires=expires,
+            max_bytes=max_bytes,
+            content_type=query.get("content_type"),
+            filename=query.get("filename"),
+        )
+        if not hmac.compare_digest(self._signature(grant).encode(), sig.encode()):
+            raise Forbidden(
+                f"the signature does not match this {signed_method} request: the URL was altered "
+                "or is meant for another method; ask the API for a fresh URL"
+            )
+        if self._clock() > expires:
+            raise Forbidden("this storage URL has expired; ask the API for a fresh one")
+        return grant
+
+    # -- objects ------------------------------------------------------------------------------
+
+    def open_upload(self, key: str, max_bytes: int | None = None) -> PartialUpload:
+        """A temporary file next to `key`'s final place, renamed onto it by `commit()`."""
+        dest = self.path_for(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict(f"storage key {key!r} runs through an existing object") from None
+        if dest.is_dir():
+            raise Conflict(f"storage key {key!r} names a folder of other objects")
+        return PartialUpload(dest, max_bytes)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self.path_for(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        if not path.is_file():
+            return None
+        return ObjectInfo(key=key, size=size, content_type=mimetypes.guess_type(path.name)[0])
+
+    def delete(self, key: str) -> None:
+        path = self.path_for(key)
+        path.unlink(missing_ok=True)
+        # Keys carry a per-upload folder; drop the ones left empty so the tree does not grow
+        # one empty directory per deleted upload.
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def upload_file(self, path: Path, key: str, content_type: str) -> None:
+        with self.open_upload(key) as upload, open(path, "rb") as src:
+            while chunk := src.read(1024 * 1024):
+                upload.write(chunk)
+            upload.commit()
+
+    def download_file(self, key: str, dest: Path) -> None:
+        src = self.path_for(key)
+        if not src.is_file():
+            raise NotFound(f"storage object {key!r} does not exist")
+        shutil.copyfile(src, dest)
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        path = self.path_for(key)
+        if not path.is_file():
+            raise NotFound(f"storage object {key!r} does not exist")
+        yield path
+
+
+class PartialUpload:
+    """An upload in progress: bytes go to a hidden `.part` file in the destination's folder
+    (same filesystem, so the final rename is atomic); it is removed unless committed."""
+
+    def __init__(self, dest: Path, max_bytes: int | None) -> None:
+        self.dest = dest
+        self.max_bytes = max_bytes
+        self.written = 0
+        self.temp = dest.with_name(f".{dest.name}.{secrets.token_hex(8)}.part")
+        self.file: IO[bytes] = open(self.temp, "xb")  # noqa: SIM115 - closed by commit/abort
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        if self.max_bytes is not None and self.written + len(chunk) > self.max_bytes:
+            self.abort()
+            raise TooLarge(
+                f"upload exceeds the {self.max_bytes}-byte limit of this upload URL; "
+                "upload a smaller file"
+            )
+        self.file.write(chunk)
+        self.written += len(chunk)
+
+    def commit(self) -> int:
+        """Make the object visible under its key; returns its size in bytes."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.temp, self.dest)
+        self._done = True
+        return self.written
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.file.close()
+        self.temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> PartialUpload:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()

@@ -1,0 +1,173 @@
+"""S3-compatible storage through boto3: AWS S3, Cloudflare R2 and MinIO.
+
+Limits are never delegated to S3. A presigned PUT binds the key, the expiry and the
+Content-Type, but it cannot cap the size of what is uploaded (only a POST policy can, and not
+every S3-compatible server enforces one). Callers must therefore `head()` an uploaded object and
+check its real size, and probe it for its duration, before trusting it; `delete()` it when it
+is over a limit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote
+
+from reframe.errors import NotFound, ReframeError
+from reframe.storage.base import ObjectInfo, PresignedUpload, safe_filename, validate_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class StorageUnavailable(ReframeError):
+    """The object store refused or failed a request that should have worked (500)."""
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback name and the exact name in RFC 5987 form."""
+    fallback = safe_filename(filename, default="download")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+class S3Storage:
+    """Objects in one bucket. `endpoint_url` selects R2/MinIO/a loopback server; None is AWS."""
+
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: str | None,
+        region: str,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.region = region
+        # Custom endpoints (MinIO, R2, moto) rarely have wildcard DNS for virtual-hosted
+        # buckets, so path-style addressing is the one that works everywhere but AWS.
+        addressing: Literal["path", "auto"] = "path" if endpoint_url else "auto"
+        self._client: S3Client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": addressing},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
+
+    @property
+    def client(self) -> S3Client:
+        return self._client
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (development and tests; production pre-creates)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if _error_code(exc) not in {"404", "NoSuchBucket", "NotFound"}:
+                raise
+        # us-east-1 rejects an explicit LocationConstraint, and R2's "auto" is not a location.
+        if self.region in {"us-east-1", "auto"}:
+            self._client.create_bucket(Bucket=self.bucket)
+        else:
+            self._client.create_bucket(
+                Bucket=self.bucket,
+                CreateBucketConfiguration={"LocationConstraint": self.region},  # type: ignore[typeddict-item]
+            )
+
+    def presign_upload(
+        self, key: str, content_type: str, expires_in: int, max_bytes: int
+    ) -> PresignedUpload:
+        # max_bytes is accepted for the common contract but S3 cannot enforce it on a PUT;
+        # see the module docstring: the caller HEADs the object afterwards.
+        validate_key(key)
+        url = self._client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
+            ExpiresIn=expires_in,
+            HttpMethod="PUT",
+        )
+        return PresignedUpload(
+            url=url,
+            method="PUT",
+            headers={"Content-Type": content_type},
+            expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
+        )
+
+    def presign_download(self, key: str, expires_in: int, filename: str | None = None) -> str:
+        validate_key(key)
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        return self._client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in, HttpMethod="GET"
+        )
+
+    def head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        validate_key(key)
+        try:
+            meta = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise StorageUnavailable(
+                f"object storage refused HEAD {key!r}: {_error_code(exc)}"
+            ) from exc
+        return ObjectInfo(
+            key=key, size=int(meta["ContentLength"]), content_type=meta.get("ContentType")
+        )
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def upload_file(self, path: Path, key: str, content_type: str) -> None:
+        validate_key(key)
+        self._client.upload_file(
+            str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+        )
+
+    def download_file(self, key: str, dest: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        validate_key(key)
+        try:
+            self._client.download_file(self.bucket, key, str(dest))
+        except ClientError as exc:
+            if _error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                raise NotFound(f"storage object {key!r} does not exist") from exc
+            raise StorageUnavailable(
+                f"object storage refused GET {key!r}: {_error_code(exc)}"
+            ) from exc
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        """Download `key` to a private temporary folder, removed when the block ends."""
+        validate_key(key)
+        with tempfile.TemporaryDirectory(prefix="reframe-s3-") as tmp:
+            dest = Path(tmp) / safe_filename(key.rsplit("/", 1)[-1])
+            self.download_file(key, dest)
+            yield dest
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))

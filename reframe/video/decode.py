@@ -1,0 +1,237 @@
+"""Sequential decoding with PyAV: RGB frames plus their real presentation timestamps.
+
+Frames are yielded one at a time in presentation order, so memory does not grow with the clip.
+Every frame carries its index (position in presentation order, 0 = first frame) and its exact
+time (`pts * time_base`, a `Fraction`), which is what `reframe.engine.timeline` plans with.
+
+Colour: YUV -> RGB uses the stream's own matrix and range. When a file leaves the matrix
+unspecified, HD (height >= 720) is read as BT.709 and smaller pictures as BT.601, the
+convention players follow; `reframe.video.encode` applies the same rule on the way back, so a
+frame that passes through unchanged keeps its colours.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reframe.errors import InvalidMedia
+
+# FFmpeg enum values (AVColorSpace, AVColorRange, ...) as stored in files.
+MATRIX_RGB = 0
+MATRIX_BT709 = 1
+MATRIX_UNSPECIFIED = 2
+MATRIX_BT601 = 5  # AVCOL_SPC_BT470BG; 6 (SMPTE170M) is the same matrix
+RANGE_UNSPECIFIED = 0
+RANGE_LIMITED = 1
+RANGE_FULL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ColorInfo:
+    """Colour metadata as FFmpeg enum values; 2 (or 0 for range) means "unspecified"."""
+
+    range: int = RANGE_UNSPECIFIED
+    primaries: int = 2
+    transfer: int = 2
+    matrix: int = MATRIX_UNSPECIFIED
+
+    def conversion_matrix(self, height: int) -> int:
+        """The YUV<->RGB matrix to convert with (never "unspecified")."""
+        if self.matrix in (MATRIX_UNSPECIFIED, MATRIX_RGB, 3):
+            return MATRIX_BT709 if height >= 720 else MATRIX_BT601
+        return self.matrix
+
+    def conversion_range(self) -> int:
+        return RANGE_FULL if self.range == RANGE_FULL else RANGE_LIMITED
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInfo:
+    """What a render needs to know about the source video stream (and whether it has audio)."""
+
+    path: Path
+    width: int
+    height: int
+    codec: str
+    pix_fmt: str
+    time_base: Fraction
+    average_rate: Fraction | None
+    start_time: Fraction  # seconds, presentation time of the first frame as the stream says
+    duration: Fraction | None  # seconds, from the stream or container
+    frame_count: int  # 0 when the container does not say
+    rotation: int  # degrees, counter-clockwise, as stored in the display matrix
+    color: ColorInfo
+    audio_codec: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFrame:
+    index: int
+    pts: int
+    time: Fraction  # seconds, pts * time_base
+    rgb: np.ndarray  # (H, W, 3) uint8
+
+
+def _open(path: Path) -> Any:
+    import av
+
+    if not path.exists():
+        raise InvalidMedia(f"{path}: no such file")
+    if path.is_dir():
+        raise InvalidMedia(f"{path}: is a directory, not a video file")
+    try:
+        container = av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        raise InvalidMedia(f"{path}: not a readable video file ({exc})") from exc
+    except OSError as exc:
+        raise InvalidMedia(f"{path}: cannot open ({exc})") from exc
+    if not container.streams.video:
+        container.close()
+        raise InvalidMedia(f"{path}: contains no video stream")
+    return container
+
+
+def _color_of(frame: Any) -> ColorInfo:
+    return ColorInfo(
+        range=int(frame.color_range),
+        primaries=int(frame.color_primaries),
+        transfer=int(frame.color_trc),
+        matrix=int(frame.colorspace),
+    )
+
+
+def read_video_info(path: Path) -> VideoInfo:
+    """Stream metadata plus colour and rotation, read from the first decoded frame.
+
+    Colour tags and the display matrix are only reliable on frames (containers disagree on where
+    they live), so the first frame is decoded; that costs one frame, not a pass over the file.
+    """
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise InvalidMedia(f"{path}: the video stream cannot be decoded ({exc})") from exc
+        if first is None:
+            raise InvalidMedia(f"{path}: the video stream has no frames")
+        start = Fraction(first.pts) * tb if first.pts is not None else Fraction(0)
+        duration: Fraction | None = None
+        if stream.duration:
+            duration = Fraction(stream.duration) * tb
+        elif container.duration:
+            duration = Fraction(container.duration, 1_000_000)
+        audio = container.streams.audio
+        return VideoInfo(
+            path=path,
+            width=int(first.width),
+            height=int(first.height),
+            codec=str(stream.codec_context.name),
+            pix_fmt=str(first.format.name),
+            time_base=tb,
+            average_rate=Fraction(stream.average_rate) if stream.average_rate else None,
+            start_time=start,
+            duration=duration,
+            frame_count=int(stream.frames or 0),
+            rotation=round(first.rotation or 0),
+            color=_color_of(first),
+            audio_codec=str(audio[0].codec_context.name) if audio else None,
+        )
+    finally:
+        container.close()
+
+
+def to_rgb(frame: Any, color: ColorInfo | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a decoded frame, honouring its matrix and range."""
+    color = color or _color_of(frame)
+    if frame.format.name in ("rgb24", "gbrp", "bgr24", "bgr0", "rgb0"):
+        return np.asarray(frame.to_ndarray(format="rgb24"))
+    rgb = frame.reformat(
+        format="rgb24",
+        src_colorspace=color.conversion_matrix(frame.height),
+        src_color_range=color.conversion_range(),
+        dst_color_range=RANGE_FULL,
+    )
+    return np.asarray(rgb.to_ndarray())
+
+
+def iter_frames(
+    path: Path,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    frame_pts: Sequence[int] | None = None,
+    size: tuple[int, int] | None = None,
+    gray: bool = False,
+    threads: int | None = None,
+) -> Iterator[DecodedFrame]:
+    """Decode frames ``[start, stop)`` in presentation order.
+
+    `frame_pts`: the pts of every frame (from a previous pass, e.g. `scan_pts`); with it a chunk
+    starting mid-clip seeks to the keyframe before `start` instead of decoding from the top.
+    `size` = (width, height) scales while converting (used by scene analysis); `gray` yields
+    (H, W, 1) luma instead of RGB. Frames whose timestamps do not increase (broken muxes) are
+    dropped so the output timeline stays strictly ordered.
+    """
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads or min(4, os.cpu_count() or 1)
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        index_of: dict[int, int] | None = None
+        index = 0
+        if start > 0 and frame_pts is not None:
+            if start >= len(frame_pts):
+                return
+            index_of = {p: i for i, p in enumerate(frame_pts)}
+            container.seek(int(frame_pts[start]), backward=True, any_frame=False, stream=stream)
+        nominal = round(1 / (Fraction(stream.average_rate) * tb)) if stream.average_rate else 1
+        last_pts: int | None = None
+        color: ColorInfo | None = None
+        try:
+            for frame in container.decode(stream):
+                pts = frame.pts
+                if pts is None:
+                    pts = 0 if last_pts is None else last_pts + nominal
+                if last_pts is not None and pts <= last_pts:
+                    continue
+                last_pts = pts
+                if index_of is not None:
+                    found = index_of.get(pts)
+                    if found is None:
+                        continue  # before the seek target's keyframe boundary
+                    index = found
+                if index >= start and (stop is None or index < stop):
+                    if color is None:
+                        color = _color_of(frame)
+                    yield DecodedFrame(index, pts, pts * tb, _convert(frame, color, size, gray))
+                index += 1
+                if stop is not None and index >= stop:
+                    return
+        except av.error.FFmpegError as exc:
+            raise InvalidMedia(f"{path}: decoding failed at frame {index} ({exc})") from exc
+    finally:
+        container.close()
+
+
+def _convert(frame: Any, color: ColorInfo, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
+    if size is None and not gray:
+        return to_rgb(frame, color)
+    width, height = size if size is not None else (frame.width, frame.height)
+    if gray:
+        small = frame.reformat(width=width, height=height, format="gray", interpolation="AREA")
+        return np.asarray(small.to_ndarray())[:, :, None]
+    return to_rgb(frame.reformat(width=width, height=height, interpolation="AREA"), color)

@@ -1,0 +1,405 @@
+"""Encoding with PyAV: RGB frames in, H.264/HEVC out, source audio carried along.
+
+`VideoWriter` takes frames one at a time (memory stays flat), stamps them with exact pts
+(frame k at ``start_time + k / fps``), flushes the encoder on close, and interleaves the
+source's audio packets as the video advances.
+
+Choices worth knowing:
+
+* Lossy output is 8-bit 4:2:0 (`yuv420p`), the format every browser and phone plays. The
+  RGB -> YUV matrix and range are the source's (see `ColorInfo.conversion_matrix`), and the
+  stream is tagged with the source's range, primaries, transfer and matrix.
+* ``crf=0`` means lossless *in RGB*, because that is what the engine produced and what quality
+  measurement compares: H.264 uses `libx264rgb` (4:4:4 RGB, qp 0), HEVC uses `libx265` with
+  ``lossless=1`` on planar GBR. A YUV 4:2:0 "lossless" stream would still lose the chroma the
+  RGB -> YUV conversion throws away. These files are for measurement; many players reject them.
+* 4:2:0 needs even dimensions and this x264 build cannot signal a crop, so an odd width or
+  height is padded by one replicated edge column/row (output at most 1 px larger). Lossless
+  RGB output keeps the exact size.
+* Audio is copied packet for packet when the output container accepts the codec; otherwise it
+  is re-encoded (AAC, or Opus for WebM). Rotation is kept as a display matrix, not by turning
+  pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+from reframe.errors import InvalidInput, RenderError
+from reframe.video.decode import MATRIX_RGB, RANGE_FULL, ColorInfo
+
+Codec = Literal["h264", "hevc"]
+
+# Audio codecs each container family takes as-is (FFmpeg muxer support).
+_COPYABLE_AUDIO: dict[str, frozenset[str] | None] = {
+    "mp4": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}),
+    "mov": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le", "pcm_f32le"}),
+    "matroska": None,  # anything
+    "webm": frozenset({"opus", "vorbis"}),
+}
+_FORMAT_BY_SUFFIX = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeOptions:
+    """How to encode. `crf` 0 is lossless RGB (see the module notes); 18 looks transparent."""
+
+    codec: Codec = "h264"
+    crf: int = 18
+    preset: str = "medium"
+    watermark: bool = False
+    threads: int = 0  # 0: the encoder decides
+
+    def __post_init__(self) -> None:
+        if self.codec not in ("h264", "hevc"):
+            raise InvalidInput(f"codec must be h264 or hevc, got {self.codec!r}")
+        if not 0 <= self.crf <= 51:
+            raise InvalidInput(f"crf must be between 0 (lossless) and 51, got {self.crf}")
+
+    @property
+    def lossless(self) -> bool:
+        return self.crf == 0
+
+
+def container_format(path: Path) -> str:
+    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(_FORMAT_BY_SUFFIX))
+        raise InvalidInput(f"{path}: unsupported output extension; use one of {known}")
+    return fmt
+
+
+def can_copy_audio(fmt: str, audio_codec: str) -> bool:
+    allowed = _COPYABLE_AUDIO.get(fmt, frozenset())
+    return allowed is None or audio_codec in allowed
+
+
+# --- watermark ---------------------------------------------------------------------------
+
+# A 5x7 pixel font for the one word we draw; no font files or imaging libraries needed.
+_GLYPHS = {
+    "R": ("11110", "10001", "10001", "11110", "10100", "10010", "10001"),
+    "E": ("11111", "10000", "10000", "11110", "10000", "10000", "11111"),
+    "F": ("11111", "10000", "10000", "11110", "10000", "10000", "10000"),
+    "A": ("01110", "10001", "10001", "11111", "10001", "10001", "10001"),
+    "M": ("10001", "11011", "10101", "10101", "10001", "10001", "10001"),
+}
+WATERMARK_TEXT = "REFRAME"
+
+
+def _text_mask(text: str) -> np.ndarray:
+    rows = []
+    for r in range(7):
+        rows.append("0".join(_GLYPHS[ch][r] for ch in text))
+    return np.array([[c == "1" for c in row] for row in rows], dtype=bool)
+
+
+def watermark_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the watermark: bottom-right, text about 1/24 of the short side."""
+    mask = _text_mask(WATERMARK_TEXT)
+    cell = max(1, round(min(width, height) / 24 / mask.shape[0]))
+    w, h = mask.shape[1] * cell, mask.shape[0] * cell
+    margin = max(2, round(min(width, height) / 40))
+    x1, y1 = width - margin, height - margin
+    return max(0, x1 - w), max(0, y1 - h), x1, y1
+
+
+def apply_watermark(rgb: np.ndarray) -> np.ndarray:
+    """A copy of `rgb` (H, W, 3) uint8 with a semi-opaque "REFRAME" in the bottom-right corner.
+
+    White text over a darkened outline so that it reads on bright and dark footage alike; the
+    size follows the picture so a 4K render is marked as visibly as a 480p one.
+    """
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = watermark_box(width, height)
+    mask = _text_mask(WATERMARK_TEXT)
+    cell = max(1, (y1 - y0) // mask.shape[0])
+    big = np.kron(mask, np.ones((cell, cell), dtype=bool))[: y1 - y0, : x1 - x0]
+    if big.size == 0:
+        return rgb.copy()
+    outline = big.copy()
+    pad = max(1, cell // 3)
+    for dy in range(-pad, pad + 1):
+        for dx in range(-pad, pad + 1):
+            outline |= np.roll(np.roll(big, dy, axis=0), dx, axis=1)
+    out = rgb.copy()
+    region = out[y0 : y0 + big.shape[0], x0 : x0 + big.shape[1]].astype(np.float32)
+    region[outline] *= 0.45
+    region[big] = region[big] * 0.25 + 255 * 0.75
+    out[y0 : y0 + big.shape[0], x0 : x0 + big.shape[1]] = np.clip(region + 0.5, 0, 255).astype(
+        np.uint8
+    )
+    return out
+
+
+# --- writer ------------------------------------------------------------------------------
+
+
+class VideoWriter:
+    """Write RGB frames to a video file at a constant rate, optionally with the source audio.
+
+    Use as a context manager; frames must all have the same (H, W, 3) uint8 shape.
+    `start_time` (seconds) is when frame 0 is shown; pass the source's first-frame time so audio
+    copied with its original timestamps stays in sync.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        width: int,
+        height: int,
+        fps: Fraction,
+        options: EncodeOptions | None = None,
+        color: ColorInfo | None = None,
+        rotation: int = 0,
+        audio_from: Path | None = None,
+        start_time: Fraction = Fraction(0),
+    ) -> None:
+        import av
+
+        self.path = path
+        self.options = options or EncodeOptions()
+        self.fps = Fraction(fps)
+        if self.fps <= 0:
+            raise InvalidInput(f"fps must be positive, got {fps}")
+        self.width, self.height = width, height
+        self.color = color or ColorInfo()
+        self.frames_written = 0
+        self._fmt = container_format(path)
+        # Fine enough for exact frame steps plus a start offset (see `_pts`).
+        self._tb = Fraction(self.fps.denominator, self.fps.numerator * 1000)
+        self._start = Fraction(start_time)
+        self._container: Any = av.open(str(path), mode="w", format=self._fmt)
+        try:
+            self._stream = self._add_video_stream(rotation)
+            self._audio = _AudioCarrier(self._container, audio_from, self._fmt, self._start)
+        except Exception:
+            self._container.close()
+            raise
+        self._closed = False
+
+    @property
+    def audio_mode(self) -> str:
+        """What happened to the source audio: "copied", "re-encoded" or "none"."""
+        if self._audio.copied:
+            return "copied"
+        return "re-encoded" if self._audio.reencoded else "none"
+
+    # The encoded size: 4:2:0 needs even dimensions.
+    @property
+    def coded_size(self) -> tuple[int, int]:
+        if self.options.lossless:
+            return self.width, self.height
+        return self.width + self.width % 2, self.height + self.height % 2
+
+    def _add_video_stream(self, rotation: int) -> Any:
+        opts = self.options
+        if opts.lossless:
+            name = "libx264rgb" if opts.codec == "h264" else "libx265"
+            pix_fmt = "rgb24" if opts.codec == "h264" else "gbrp"
+        else:
+            name = "libx264" if opts.codec == "h264" else "libx265"
+            pix_fmt = "yuv420p"
+        stream = self._container.add_stream(name, rate=self.fps)
+        width, height = self.coded_size
+        stream.width, stream.height = width, height
+        stream.pix_fmt = pix_fmt
+        codec_opts: dict[str, str] = {"preset": opts.preset}
+        if opts.codec == "h264":
+            codec_opts["crf"] = str(opts.crf)
+        else:
+            x265 = ["log-level=error"]
+            x265.append("lossless=1" if opts.lossless else f"crf={opts.crf}")
+            codec_opts["x265-params"] = ":".join(x265)
+            codec_opts["tag"] = "hvc1"  # Apple players need hvc1 to play HEVC in MP4
+        stream.options = codec_opts
+        if opts.threads:
+            stream.codec_context.thread_count = opts.threads
+        cc = stream.codec_context
+        cc.time_base = self._tb
+        cc.color_range = self.color.range if not opts.lossless else RANGE_FULL
+        cc.color_primaries = self.color.primaries
+        cc.color_trc = self.color.transfer
+        cc.colorspace = MATRIX_RGB if opts.lossless else self.color.matrix
+        if rotation % 360:
+            stream.set_display_rotation(rotation)
+        return stream
+
+    def _pts(self, k: int) -> int:
+        return round((self._start + k / self.fps) / self._tb)
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame."""
+        import av
+
+        if self._closed:
+            raise RenderError("write() after close()")
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+            raise RenderError(
+                f"frame {self.frames_written} is {rgb.shape} {rgb.dtype}; the writer expects "
+                f"({self.height}, {self.width}, 3) uint8"
+            )
+        if self.options.watermark:
+            rgb = apply_watermark(rgb)
+        width, height = self.coded_size
+        if (width, height) != (self.width, self.height):
+            rgb = np.pad(rgb, ((0, height - self.height), (0, width - self.width), (0, 0)), "edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if not self.options.lossless:
+            frame = frame.reformat(
+                format="yuv420p",
+                dst_colorspace=self.color.conversion_matrix(self.height),
+                dst_color_range=self.color.conversion_range(),
+            )
+        elif self.options.codec == "hevc":
+            frame = frame.reformat(format="gbrp")
+        frame.pts = self._pts(self.frames_written)
+        frame.time_base = self._tb
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+        self._audio.pump(until=self._start + self.frames_written / self.fps)
+
+    def close(self) -> None:
+        """Flush the encoder, copy the remaining audio and finish the file."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._audio.pump(until=None)
+        finally:
+            self._audio.close()
+            self._container.close()
+
+    def abort(self) -> None:
+        """Close without caring about the file; used when a render fails midway."""
+        self._closed = True
+        try:
+            self._audio.close()
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class _AudioCarrier:
+    """Moves the source's first audio stream into the output, in step with the video.
+
+    Packets are pulled lazily up to the video's current time so the muxer can interleave
+    without buffering the whole track. Audio before `start` is kept (its timestamps are the
+    source's), which the container turns into an edit list where needed.
+    """
+
+    def __init__(self, container: Any, source: Path | None, fmt: str, start: Fraction) -> None:
+        import av
+
+        self._out_container = container
+        self._input: Any = None
+        self._packets: Any = None
+        self._pending: Any = None
+        self._resampler: Any = None
+        self.copied = False
+        self.reencoded = False
+        if source is None:
+            return
+        self._input = av.open(str(source), mode="r")
+        if not self._input.streams.audio:
+            self._input.close()
+            self._input = None
+            return
+        in_stream = self._input.streams.audio[0]
+        codec = str(in_stream.codec_context.name)
+        self._in_stream = in_stream
+        if can_copy_audio(fmt, codec):
+            self._out = container.add_stream_from_template(in_stream)
+            self.copied = True
+        else:
+            target = "libopus" if fmt == "webm" else "aac"
+            rate = int(in_stream.codec_context.sample_rate or 48000)
+            if target == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
+                rate = 48000
+            self._out = container.add_stream(target, rate=rate)
+            # Files often declare only a channel count ("1 channels"), which encoders refuse;
+            # the standard layout for that count is what players assume anyway.
+            channels = int(in_stream.codec_context.channels or 2)
+            layout_name = {1: "mono", 2: "stereo"}.get(channels, f"{channels}.0")
+            self._out.layout = layout_name
+            self._out.format = "fltp"  # what both AAC and Opus encoders take
+            self._resampler = av.AudioResampler(format="fltp", layout=layout_name, rate=rate)
+            # Opened now: the muxer writes its header at the first video packet, and an encoder
+            # opened after that has no way to declare its parameters (avcodec_open2 fails).
+            self._out.codec_context.open()
+            self.reencoded = True
+        self._tb = Fraction(in_stream.time_base)
+        self._packets = self._input.demux(in_stream)
+
+    def pump(self, until: Fraction | None) -> None:
+        """Mux audio up to `until` seconds (everything when None)."""
+        if self._packets is None:
+            return
+        while True:
+            packet = self._pending
+            self._pending = None
+            if packet is None:
+                packet = next(self._packets, None)
+                if packet is None:
+                    self._finish()
+                    return
+            if packet.dts is None and packet.size == 0:
+                continue  # demuxer flush marker
+            if until is not None and packet.pts is not None and packet.pts * self._tb > until:
+                self._pending = packet
+                return
+            self._mux(packet)
+
+    def _mux(self, packet: Any) -> None:
+        if self.copied:
+            packet.stream = self._out
+            self._out_container.mux(packet)
+            return
+        for frame in packet.decode():
+            for resampled in self._resampler.resample(frame):
+                resampled.pts = None  # the encoder restamps from its own sample count
+                for out in self._out.encode(resampled):
+                    self._out_container.mux(out)
+
+    def _finish(self) -> None:
+        self._packets = None
+        if self.reencoded:
+            for resampled in self._resampler.resample(None):
+                resampled.pts = None
+                for out in self._out.encode(resampled):
+                    self._out_container.mux(out)
+            for out in self._out.encode(None):
+                self._out_container.mux(out)
+
+    def close(self) -> None:
+        if self._input is not None:
+            self._input.close()
+            self._input = None

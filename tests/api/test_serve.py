@@ -1,0 +1,84 @@
+"""Through Ray Serve over real HTTP: the deployment `reframe serve` starts, on the shared Ray."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+from reframe.cli.serve import RunningService, settings_for, start_service
+from reframe.db import make_engine, make_sessionmaker
+from reframe.services import accounts
+from tests.fixtures.media import make_clip
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def service(
+    ray_runtime: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningService]:
+    monkeypatch.delenv("REFRAME_PUBLIC_BASE_URL", raising=False)
+    monkeypatch.setenv("REFRAME_DATA_DIR", str(tmp_path / "var"))
+    port = _free_port()
+    settings = settings_for("127.0.0.1", port)
+    running = start_service(settings, "127.0.0.1", port)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_canonical_workflow_over_serve_http(service: RunningService, tmp_path: Path) -> None:
+    engine = make_engine(service.settings.resolved_database_url)
+    with make_sessionmaker(engine)() as session:
+        _, issued = accounts.create_account(session, service.settings, "serve@example.com")
+        session.commit()
+    engine.dispose()
+    key = issued.plaintext
+    headers = {"Authorization": f"Bearer {key}"}
+    clip = make_clip(tmp_path / "clip.mp4", frames=36, fps=24)
+
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        deadline = time.monotonic() + 30
+        while http.get("/healthz").status_code != 200:  # the proxy may lag the replica
+            assert time.monotonic() < deadline, "Serve never answered /healthz"
+            time.sleep(0.2)
+        assert http.get("/me").status_code == 401
+        presign = http.post(
+            "/upload/presign",
+            headers=headers,
+            json={"filename": "clip.mp4", "content_type": "video/mp4"},
+        ).json()
+        assert presign["upload_url"].startswith(service.url + "/storage/")
+        put = http.put(
+            presign["upload_url"], content=clip.read_bytes(), headers={"Content-Type": "video/mp4"}
+        )
+        assert put.status_code in (200, 201, 204), put.text
+        est = http.post(
+            "/pricing/estimate-video",
+            headers=headers,
+            json={"r2_key": presign["key"], "target_fps_options": [60, 120, 240]},
+        )
+        assert est.status_code == 200, est.text
+        assert [o["charged_xeconds"] for o in est.json()["options"]] == [2, 4, 8]
+        job = http.post(
+            "/jobs",
+            headers=headers,
+            json={"r2_key": presign["key"], "project_id": presign["project_id"], "target_fps": 60},
+        ).json()
+        polled = http.get(f"/jobs/{job['job_id']}", headers=headers).json()
+        assert polled["live_status"] == "queued"
+        assert http.get("/me", headers=headers).json()["balance"]["free_xeconds"] == 28

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reframe.cli import main
+from reframe.cli import render as render_cli
+from reframe.config import Settings
+from reframe.video.decode import iter_frames, read_video_info
+from reframe.video.encode import watermark_box
+from tests.fixtures.media import moving_square_frames
+from tests.fixtures.render import BlendInterpolator, lossless
+
+
+@pytest.fixture
+def blend_model(monkeypatch: pytest.MonkeyPatch) -> list[argparse.Namespace]:
+    """Swap the network for the cross-fade double; records the arguments it was built with."""
+    built: list[argparse.Namespace] = []
+
+    def build(args: argparse.Namespace, settings: Settings) -> BlendInterpolator:
+        built.append(args)
+        return BlendInterpolator()
+
+    monkeypatch.setattr(render_cli, "build_interpolator", build)
+    return built
+
+
+def test_render_writes_the_smoother_clip(
+    tiny_clip_with_audio: Path,
+    tmp_path: Path,
+    blend_model: list[argparse.Namespace],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out.mp4"
+    code = main([
+        "render", str(tiny_clip_with_audio), "-o", str(out), "--target-fps", "60",
+    ])  # fmt: skip
+    assert code == 0
+    info = read_video_info(out)
+    assert info.average_rate == 60
+    assert info.audio_codec == "aac"
+    assert sum(1 for _ in iter_frames(out)) == 60
+    printed = capsys.readouterr().out
+    assert "60 frames at 60 fps" in printed
+    assert "audio copied" in printed
+    assert blend_model[0].precision == "fp32"
+
+
+def test_lossless_hevc_watermarked_options_reach_the_output(
+    tmp_path: Path, blend_model: list[argparse.Namespace]
+) -> None:
+    frames = [np.full((64, 96, 3), 30, np.uint8)] * 6
+    clip = lossless(tmp_path / "dark.mp4", frames, fps=24)
+    out = tmp_path / "out.mkv"
+    code = main([
+        "render", str(clip), "-o", str(out), "--target-fps", "48", "--crf", "0",
+        "--codec", "hevc", "--watermark", "--no-scene-detect", "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    info = read_video_info(out)
+    assert info.codec == "hevc"
+    first = next(iter_frames(out)).rgb
+    x0, y0, x1, y1 = watermark_box(96, 64)
+    assert first[y0:y1, x0:x1].max() > 150  # the mark
+    assert first[:y0, :x0].max() == 30  # lossless elsewhere
+
+
+@pytest.mark.parametrize(
+    ("setup", "fps", "message"),
+    [
+        ("missing", "60", "no such file"),
+        ("text", "60", "not a readable video"),
+        ("clip", "24", "must be above the source"),
+        ("clip", "fast", "must be a number"),
+        ("clip", "-5", "must be above the source"),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    tmp_path: Path,
+    blend_model: list[argparse.Namespace],
+    capsys: pytest.CaptureFixture[str],
+    setup: str,
+    fps: str,
+    message: str,
+) -> None:
+    source = tmp_path / "in.mp4"
+    if setup == "text":
+        source.write_text("hello, I am not a video\n" * 50)
+    elif setup == "clip":
+        lossless(source, moving_square_frames(6, width=64, height=48), fps=24)
+    code = main(["render", str(source), "-o", str(tmp_path / "o.mp4"), "--target-fps", fps])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("reframe: error:")
+    assert not blend_model  # failed before loading a model
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_output_may_not_overwrite_input(
+    tiny_clip: Path, blend_model: list[argparse.Namespace], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["render", str(tiny_clip), "-o", str(tiny_clip), "--target-fps", "60"])
+    assert code == 2
+    assert "overwrite the input" in capsys.readouterr().err
+
+
+def test_progress_line() -> None:
+    assert format_line(0, 100, 0.0) == "[----------] 0/100 frames    0.0 fps  ETA --:--:--"
+    assert format_line(50, 100, 10.0) == "[#####-----] 50/100 frames    5.0 fps  ETA 0:00:10"
+    stream = io.StringIO()
+    bar = render_cli.ProgressBar(stream, enabled=True)
+    bar(1, 3)
+    bar(3, 3)
+    text = stream.getvalue()
+    assert text.count("\r") == 2
+    assert text.endswith("3/3 frames" + text.split("3/3 frames")[1])
+    assert text.endswith("\n")
+    quiet = io.StringIO()
+    render_cli.ProgressBar(quiet, enabled=False)(3, 3)
+    assert quiet.getvalue() == ""
+
+
+def format_line(done: int, total: int, elapsed: float) -> str:
+    return render_cli.format_progress(done, total, elapsed, width=10)
+
+
+@pytest.mark.weights
+def test_real_render_end_to_end(rife_weights: Path, tmp_path: Path) -> None:
+    clip = lossless(tmp_path / "in.mp4", moving_square_frames(6, width=64, height=48), fps=12)
+    out = tmp_path / "out.mp4"
+    code = main([
+        "render", str(clip), "-o", str(out), "--target-fps", "24", "--threads", "2", "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    assert sum(1 for _ in iter_frames(out)) == 12

@@ -1,0 +1,316 @@
+"""The dispatcher on PostgreSQL with real render processes (tests/jobs/stand_in_render.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from reframe.config import Settings
+from reframe.db import make_engine, make_sessionmaker
+from reframe.db.models import File, Job, JobEvent, JobStatus, LedgerEntry, LedgerReason
+from reframe.jobs.dispatcher import Dispatcher, time_limit_sec
+from reframe.jobs.launchers import SubprocessLauncher
+from reframe.jobs.lifecycle import JobLifecycle
+from reframe.jobs.progress import MemoryProgressStore
+from reframe.services import ledger
+from tests.jobs.factories import accepted_job, account_with_credit
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+STAND_IN = Path(__file__).with_name("stand_in_render.py")
+
+
+def stand_in_command(job_id: str, attempt: int) -> list[str]:
+    return [sys.executable, str(STAND_IN), "--job-id", job_id, "--attempt", str(attempt)]
+
+
+@pytest.fixture
+def db(fresh_pg_url: str) -> Iterator[tuple[str, sessionmaker[Session]]]:
+    engine = make_engine(fresh_pg_url)
+    yield fresh_pg_url, make_sessionmaker(engine)
+    engine.dispose()
+
+
+Factory = Callable[..., tuple[Dispatcher, SubprocessLauncher]]
+
+
+@pytest.fixture
+def make_dispatcher(db: tuple[str, sessionmaker[Session]], tmp_path: Path) -> Iterator[Factory]:
+    url, sessions = db
+    launchers: list[SubprocessLauncher] = []
+
+    def make(mode: str = "ok", **kwargs: object) -> tuple[Dispatcher, SubprocessLauncher]:
+        launcher = SubprocessLauncher(
+            Settings(database_url=url),
+            command=stand_in_command,
+            log_dir=tmp_path / "logs",
+            extra_env={"REFRAME_TEST_RENDER_MODE": mode},
+        )
+        launchers.append(launcher)
+        options: dict[str, object] = {"capacity": 1, "lease_sec": 30.0, "max_attempts": 2}
+        options.update(kwargs)
+        lifecycle = JobLifecycle(sessions, progress=MemoryProgressStore())
+        return Dispatcher(sessions, launcher, lifecycle=lifecycle, **options), launcher  # type: ignore[arg-type]
+
+    yield make
+    for launcher in launchers:  # never leave a render process behind
+        for proc, _log in list(launcher._procs.values()):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def job_of(sessions: sessionmaker[Session], job_id: str) -> Job:
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        s.expunge(job)
+        return job
+
+
+def history(sessions: sessionmaker[Session], job_id: str) -> list[tuple[str, str | None]]:
+    with sessions() as s:
+        rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+        return [(e.status.value, e.message) for e in rows]
+
+
+def refunds(sessions: sessionmaker[Session], job_id: str) -> list[int]:
+    with sessions() as s:
+        return [
+            e.delta
+            for e in s.scalars(
+                select(LedgerEntry).where(
+                    LedgerEntry.job_id == job_id, LedgerEntry.reason == LedgerReason.JOB_REFUND
+                )
+            )
+        ]
+
+
+def until(
+    dispatcher: Dispatcher, done: Callable[[], bool], timeout: float = 60.0, tick: bool = True
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tick:
+            dispatcher.tick()
+        if done():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"condition not reached in {timeout}s")
+
+
+def ended(sessions: sessionmaker[Session], job_id: str) -> Callable[[], bool]:
+    return lambda: job_of(sessions, job_id).status.is_terminal
+
+
+def test_capacity_queues_the_rest_as_no_workers_then_runs_them(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=100)
+    first = accepted_job(sessions, account, charge=5)
+    second = accepted_job(sessions, account, charge=5)
+    dispatcher, _ = make_dispatcher("ok", capacity=1)
+    report = dispatcher.tick()
+    assert report.claimed == [first]
+    assert job_of(sessions, first).status is JobStatus.COLD_START
+    assert job_of(sessions, second).status is JobStatus.NO_WORKERS
+    until(dispatcher, ended(sessions, second))
+    for job_id in (first, second):
+        job = job_of(sessions, job_id)
+        assert job.status is JobStatus.DONE
+        assert (job.progress, job.frames_done, job.frames_total) == (1.0, 48, 48)
+        assert job.lease_owner is None
+        assert job.attempts == 1
+        with sessions() as s:
+            output = s.get(File, job.output_file_id)
+            assert output is not None
+            assert output.storage_key == f"outputs/{job_id}/attempt-1/out.mp4"
+        assert refunds(sessions, job_id) == []
+    statuses = [s for s, _ in history(sessions, second)]
+    assert statuses == ["queued", "no_workers", "cold_start", "processing", "done"]
+    with sessions() as s:
+        assert ledger.balance(s, account.id).paid == 90
+
+
+def test_a_driver_that_crashes_every_time_is_failed_and_refunded_once(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=7)
+    dispatcher, _ = make_dispatcher("crash", max_attempts=2)
+    until(dispatcher, ended(sessions, job_id))
+    job = job_of(sessions, job_id)
+    assert job.status is JobStatus.FAILED
+    assert job.attempts == 2
+    assert "after 2 attempt(s)" in (job.error or "")
+    assert "exited with 3" in (job.error or "")
+    assert refunds(sessions, job_id) == [7]
+    messages = [m or "" for _, m in history(sessions, job_id)]
+    assert any(m.startswith("attempt 1 lost") for m in messages)
+    with sessions() as s:
+        assert ledger.balance(s, account.id).paid == 20
+
+
+def test_a_crashed_first_attempt_is_retried_into_its_own_output(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=7)
+    dispatcher, _ = make_dispatcher("crash-first", max_attempts=2)
+    until(dispatcher, ended(sessions, job_id))
+    job = job_of(sessions, job_id)
+    assert (job.status, job.attempts) == (JobStatus.DONE, 2)
+    with sessions() as s:
+        output = s.get(File, job.output_file_id)
+        assert output is not None
+        assert "attempt-2" in output.storage_key
+    assert refunds(sessions, job_id) == []
+
+
+def test_kill_9_of_the_driver_fails_and_refunds_when_no_attempts_remain(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=6)
+    dispatcher, launcher = make_dispatcher("hang", max_attempts=1)
+    until(dispatcher, lambda: job_of(sessions, job_id).status is JobStatus.PROCESSING)
+    pid = launcher.pid(dispatcher.running[job_id].submission_id)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    until(dispatcher, ended(sessions, job_id))
+    job = job_of(sessions, job_id)
+    assert job.status is JobStatus.FAILED
+    assert "SIGKILL" in (job.error or "")
+    assert refunds(sessions, job_id) == [6]
+
+
+def test_a_render_error_fails_at_once_without_retry(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=4)
+    dispatcher, _ = make_dispatcher("invalid", max_attempts=3)
+    until(dispatcher, ended(sessions, job_id))
+    job = job_of(sessions, job_id)
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 1)
+    assert job.error == "decode failed: the upload is truncated after frame 12"
+    assert refunds(sessions, job_id) == [4]
+
+
+def test_cancel_stops_the_running_render(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=8)
+    dispatcher, launcher = make_dispatcher("hang")
+    until(dispatcher, lambda: job_of(sessions, job_id).status is JobStatus.PROCESSING)
+    sid = dispatcher.running[job_id].submission_id
+    _, settled = dispatcher.lifecycle.cancel(job_id, account.id)
+    # 12 of 48 frames were rendered: a quarter of 8 xeconds is kept.
+    assert settled.refunded == 6
+    report = dispatcher.tick()
+    assert report.stopped == [job_id]
+    assert launcher.info(sid).state.value in ("failed", "succeeded")
+    assert job_of(sessions, job_id).status is JobStatus.CANCELLED
+
+
+def test_the_reaper_stops_and_fails_a_render_over_its_time_limit(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=3)
+    dispatcher, launcher = make_dispatcher("hang", time_base_sec=2.0, time_per_frame_sec=0.0)
+    until(dispatcher, lambda: job_of(sessions, job_id).status is JobStatus.PROCESSING)
+    sid = dispatcher.running[job_id].submission_id
+    until(dispatcher, ended(sessions, job_id), timeout=20)
+    job = job_of(sessions, job_id)
+    assert job.status is JobStatus.FAILED
+    assert "time limit" in (job.error or "")
+    assert refunds(sessions, job_id) == [3]
+    assert not launcher.info(sid).state.alive
+
+
+def test_time_limit_grows_with_the_frame_count(
+    db: tuple[str, sessionmaker[Session]],
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job = job_of(sessions, accepted_job(sessions, account, duration_sec=10.0))
+    assert time_limit_sec(job, 300, 2.0) == 300 + 2.0 * 600  # 10 s at 60 fps
+    job.frames_total = 100
+    assert time_limit_sec(job, 300, 2.0) == 500
+
+
+DISPATCHER_PROCESS = """
+import sys, threading
+sys.path.insert(0, {root!r})
+from reframe.config import Settings
+from reframe.db import make_engine, make_sessionmaker
+from reframe.jobs.dispatcher import Dispatcher, run_loop
+from reframe.jobs.launchers import SubprocessLauncher
+from tests.jobs.test_dispatcher import stand_in_command
+sessions = make_sessionmaker(make_engine({url!r}))
+env = {{"REFRAME_TEST_RENDER_MODE": "hang-first", "REFRAME_TEST_PID_DIR": {pid_dir!r}}}
+launcher = SubprocessLauncher(Settings(database_url={url!r}), command=stand_in_command,
+                              extra_env=env)
+d = Dispatcher(sessions, launcher, capacity=1, lease_sec=1.0, max_attempts=2, owner="doomed")
+print("ready", flush=True)
+run_loop(d, threading.Event(), poll_sec=0.1)
+"""
+
+
+def test_kill_9_of_the_dispatcher_is_recovered_by_its_successor(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory, tmp_path: Path
+) -> None:
+    url, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=5)
+    root = str(Path(__file__).resolve().parents[2])
+    script = DISPATCHER_PROCESS.format(root=root, url=url, pid_dir=str(tmp_path))
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=root,
+        start_new_session=True,
+    )
+    try:
+        successor, _ = make_dispatcher("ok", lease_sec=1.0, max_attempts=2)
+        until(
+            successor,
+            lambda: job_of(sessions, job_id).status is JobStatus.PROCESSING,
+            tick=False,
+        )
+        assert job_of(sessions, job_id).lease_owner == "doomed"
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        until(successor, ended(sessions, job_id), timeout=60)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+        # The doomed dispatcher's render (attempt 1, hanging) outlives it, as on a real node.
+        orphan = tmp_path / f"{job_id}-1.pid"
+        if orphan.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(orphan.read_text()), signal.SIGKILL)
+    job = job_of(sessions, job_id)
+    assert (job.status, job.attempts) == (JobStatus.DONE, 2)
+    messages = [m or "" for _, m in history(sessions, job_id)]
+    assert any("attempt 1 lost" in m and "lease" in m for m in messages), messages
+    assert refunds(sessions, job_id) == []

@@ -1,0 +1,97 @@
+"""API keys and accounts against a real database."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from reframe.config import Settings
+from reframe.db.models import Account, ApiKey
+from reframe.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from reframe.services import accounts, ledger
+from tests.fixtures.db import TestDatabase
+
+
+def test_key_format_and_storage(db: TestDatabase) -> None:
+    with db.session() as s:
+        account, issued = accounts.create_account(s, Settings(), "k@example.com")
+        s.commit()
+        key = issued.plaintext
+        assert key.startswith("rf_live_")
+        raw = base64.urlsafe_b64decode(key.removeprefix("rf_live_") + "=")
+        assert len(raw) >= 32
+        row = s.scalars(select(ApiKey)).one()
+        assert row.key_hash == hashlib.sha256(key.encode()).hexdigest()
+        assert key.startswith(row.prefix)
+        assert len(row.prefix) == 16
+        # Nothing stored could be used as the key.
+        assert key not in {row.key_hash, row.prefix}
+        assert accounts.authenticate(s, key).id == account.id
+
+
+def test_signup_gift_follows_settings(db: TestDatabase) -> None:
+    with db.session() as s:
+        a, _ = accounts.create_account(s, Settings(free_xeconds_on_signup=7), "a@example.com")
+        b, _ = accounts.create_account(s, Settings(), "b@example.com", free_xeconds=0)
+        s.commit()
+        assert ledger.balance(s, a.id).free == 7
+        assert ledger.balance(s, b.id).total == 0
+
+
+def test_rotation_revokes_in_the_same_transaction(db: TestDatabase) -> None:
+    with db.session() as s:
+        account, first = accounts.create_account(s, Settings(), "r@example.com")
+        s.commit()
+        second = accounts.rotate_key(s, account.id)
+        s.rollback()  # neither half may survive alone
+        assert accounts.authenticate(s, first.plaintext).id == account.id
+        with pytest.raises(Unauthorized):
+            accounts.authenticate(s, second.plaintext)
+        third = accounts.rotate_key(s, account.id)
+        s.commit()
+        with pytest.raises(Unauthorized):
+            accounts.authenticate(s, first.plaintext)
+        assert accounts.authenticate(s, third.plaintext).id == account.id
+
+
+def test_last_used_is_recorded_at_minute_resolution(db: TestDatabase) -> None:
+    with db.session() as s:
+        _, issued = accounts.create_account(s, Settings(), "u@example.com")
+        s.commit()
+        accounts.authenticate(s, issued.plaintext)
+        s.commit()
+        first = issued.record.last_used_at
+        assert first is not None
+        accounts.authenticate(s, issued.plaintext, now=first + timedelta(seconds=5))
+        assert issued.record.last_used_at == first
+        later = first + timedelta(minutes=2)
+        accounts.authenticate(s, issued.plaintext, now=later)
+        assert issued.record.last_used_at == later
+
+
+def test_disabled_account_cannot_authenticate(db: TestDatabase) -> None:
+    with db.session() as s:
+        account, issued = accounts.create_account(s, Settings(), "d@example.com")
+        account.disabled = True
+        s.commit()
+        with pytest.raises(Unauthorized, match="disabled"):
+            accounts.authenticate(s, issued.plaintext)
+
+
+def test_emails_are_normalised_and_unique(db: TestDatabase) -> None:
+    with db.session() as s:
+        accounts.create_account(s, Settings(), "  Mixed@Example.COM ")
+        s.commit()
+        assert accounts.get_by_email(s, "mixed@example.com").email == "mixed@example.com"
+        with pytest.raises(Conflict):
+            accounts.create_account(s, Settings(), "MIXED@example.com")
+        s.rollback()
+        with pytest.raises(InvalidInput):
+            accounts.create_account(s, Settings(), "not-an-email")
+        with pytest.raises(NotFound):
+            accounts.get_by_email(s, "who@example.com")
+        assert [a.email for a in s.scalars(select(Account))] == ["mixed@example.com"]
