@@ -175,9 +175,12 @@ def run_clip(
             check=True,
         )  # fmt: skip
         seconds = time.perf_counter() - started
-        produced = [f.rgb for f in iter_frames(mci)]
-        p, s = metrics([produced[i] for i in dropped], truth)
-        scores.append(Score(name, k, "ffmpeg minterpolate (mci)", p, s, len(dropped), seconds))
+        # Placed by timestamp: minterpolate may stop short of the last kept frame.
+        decoded = list(iter_frames(mci))
+        produced = {round((f.time - decoded[0].time) * fps): f.rgb for f in decoded}
+        common = [n for n, i in enumerate(dropped) if i in produced]
+        p, s = metrics([produced[dropped[n]] for n in common], [truth[n] for n in common])
+        scores.append(Score(name, k, "ffmpeg minterpolate (mci)", p, s, len(common), seconds))
     return scores
 
 

@@ -67,6 +67,9 @@ def create_app(
     for router in (me.router, pricing.router, uploads.router, jobs.router, projects.router):
         app.include_router(router)
     app.include_router(share.router)
+    from reframe.api.routes.jobs_lifecycle import install as install_lifecycle
+
+    install_lifecycle(app, settings)  # cancel route, live progress, rate limits
     if settings.storage_backend == "local":
         from reframe.api.routes.storage import router as storage_router
 

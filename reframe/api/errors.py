@@ -26,7 +26,9 @@ ERROR_DESCRIPTIONS = {
     402: "Insufficient xeconds balance",
     403: "The resource belongs to another account",
     404: "Project, job, file, or share token was not found",
+    409: "The job already ended, so it cannot change any more",
     413: "Upload exceeds launch size or duration limits",
+    429: "Too many requests for this API key; wait for Retry-After seconds",
     500: "Unexpected server error",
 }
 

@@ -55,6 +55,9 @@ class MeOut(BaseModel):
     account: AccountOut
     balance: BalanceOut
     api_key: ApiKeyInfo | None = Field(description="The live key's metadata; never the key")
+    webhook_secret: str | None = Field(
+        default=None, description="Signs your job webhooks (Reframe-Signature header)"
+    )
 
 
 class ApiKeyCreated(BaseModel):
@@ -300,6 +303,15 @@ class JobCreate(BaseModel):
     r2_key: str = Field(min_length=1, max_length=512)
     project_id: str = Field(min_length=1, max_length=64)
     target_fps: int
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "Optional http(s) URL that receives a signed JSON POST on every status change "
+            "(header Reframe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<body>' with the "
+            "webhook_secret from GET /me>). Private, loopback and link-local hosts are refused."
+        ),
+    )
 
 
 class JobCreated(BaseModel):

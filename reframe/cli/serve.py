@@ -69,13 +69,22 @@ def settings_for(host: str, port: int) -> Settings:
 def start_background_services(settings: Settings) -> list[Callable[[], None]]:
     """Start what runs next to the API in the same Ray; return how to stop each.
 
-    The job lifecycle's dispatcher (claims queued jobs, submits renders, reaps lost leases)
-    starts here once it exists. Nothing runs yet: accepted jobs stay `queued`.
+    The job lifecycle's dispatcher (claims queued jobs, submits each render as a Ray job,
+    reaps lost leases) runs as a Ray actor: reframe.jobs.service.
     """
-    return []
+    from reframe.jobs.service import start_dispatcher
+
+    return [start_dispatcher(settings)]
 
 
-def start_service(settings: Settings, host: str, port: int) -> RunningService:
+def start_service(
+    settings: Settings, host: str, port: int, *, background: bool = True
+) -> RunningService:
+    """Serve the API on Ray (starting a local Ray unless one is running).
+
+    `background=False` serves the API alone, without start_background_services: for a Ray that
+    was started elsewhere (a test session's) and cannot host the dispatcher.
+    """
     import ray
     from ray import serve
 
@@ -90,7 +99,10 @@ def start_service(settings: Settings, host: str, port: int) -> RunningService:
         ray.init(
             address="local",
             num_cpus=available_cpus(),
-            include_dashboard=False,
+            # The dashboard hosts Ray's job API: the dispatcher submits every render as a Ray
+            # job there, so operators see them. Bound to loopback only.
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
             log_to_driver=False,
         )
         started_ray = True
@@ -102,7 +114,12 @@ def start_service(settings: Settings, host: str, port: int) -> RunningService:
     service = RunningService(
         url=settings.public_base_url, settings=settings, started_ray=started_ray
     )
-    service.stop_hooks.extend(start_background_services(settings))
+    if background:
+        try:
+            service.stop_hooks.extend(start_background_services(settings))
+        except BaseException:
+            service.stop()
+            raise
     return service
 
 

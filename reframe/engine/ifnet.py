@@ -92,9 +92,9 @@ class Encoder(nn.Module):
         self.cnn3 = nn.ConvTranspose2d(channels, out_channels, 4, 2, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.leaky_relu(self.cnn0(x), _NEG_SLOPE)
-        x = F.leaky_relu(self.cnn1(x), _NEG_SLOPE)
-        x = F.leaky_relu(self.cnn2(x), _NEG_SLOPE)
+        x = F.leaky_relu_(self.cnn0(x), _NEG_SLOPE)
+        x = F.leaky_relu_(self.cnn1(x), _NEG_SLOPE)
+        x = F.leaky_relu_(self.cnn2(x), _NEG_SLOPE)
         out: Tensor = self.cnn3(x)
         return out
 
@@ -106,9 +106,25 @@ class ResConv(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, 1, 1)
         self.beta = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.gain_folded = False
+
+    def fold_gain(self) -> None:
+        """Move `beta` into the conv (one memory pass less per layer); same function."""
+        if self.gain_folded:
+            return
+        with torch.no_grad():
+            gain = self.beta.detach().reshape(-1)
+            self.conv.weight.mul_(gain.view(-1, 1, 1, 1).to(self.conv.weight.dtype))
+            assert self.conv.bias is not None
+            self.conv.bias.mul_(gain.to(self.conv.bias.dtype))
+            self.beta.fill_(1.0)
+        self.gain_folded = True
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(torch.addcmul(x, self.conv(x), self.beta), _NEG_SLOPE)
+        y = self.conv(x)
+        if not self.gain_folded:
+            y = y.mul_(self.beta)
+        return F.leaky_relu_(y.add_(x), _NEG_SLOPE)
 
 
 class IFBlock(nn.Module):
@@ -157,12 +173,6 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def _box2(x: Tensor) -> Tensor:
-    """Mean of each 2x2 neighbourhood, sample (i, j) standing for position (i + .5, j + .5);
-    the last row and column repeat the border so the size is unchanged."""
-    return F.avg_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
-
-
 def scale_list(scale: float, blocks: int = 5) -> list[float]:
     """Per-block downsampling factors for a user scale (1.0 at 1080p, 0.5 at 4K)."""
     return [s / scale for s in BASE_SCALES[-blocks:]]
@@ -195,6 +205,13 @@ class IFNet(nn.Module):
             cast(IFBlock, getattr(self, f"block{i}"))
             for i in range(len(self.config.block_channels))
         ]
+
+    def fold_residual_gains(self) -> IFNet:
+        """Inference-only rewrite; the state dict no longer matches the checkpoint after it."""
+        for module in self.modules():
+            if isinstance(module, ResConv):
+                module.fold_gain()
+        return self
 
     def use_channels_last(self, enabled: bool = True) -> IFNet:
         """NHWC convolutions in `forward`: oneDNN's fast kernels for narrow layers want it."""
@@ -312,55 +329,47 @@ class IFNet(nn.Module):
 
         p, _, h, w = img0.shape
         full = (h, w)
+        frames = torch.cat((img0, img1), 0)  # (2P, 3, H, W): every first frame, then seconds
         # One encoder pass over both frames of every distinct pair.
-        feats = self.encode(self._conv_input(torch.cat((img0, img1), 0))).float()
-        src0 = torch.cat((img0, feats[:p]), 1)  # (P, 3 + F, H, W): image and features
-        src1 = torch.cat((img1, feats[p:]), 1)
+        feats = self.encode(self._conv_input(frames)).float()
+        srcs = torch.cat((frames, feats), 1)  # (2P, 3 + F, H, W): image and features
         if pair_index is not None:
-            src0, src1 = src0[pair_index], src1[pair_index]
-        b = src0.shape[0]
+            both = torch.cat((pair_index, pair_index + p))
+            srcs, frames = srcs[both], frames[both]
+        b = srcs.shape[0] // 2
         t_col = timestep.view(b, 1, 1, 1).float()
-        # Box-filtered sources, sampled once per low-resolution pixel by the block warps.
-        box0 = box1 = None
-
+        box: Tensor | None = None  # 2x2 box-filtered sources for warps at block resolution
         deltas: list[Tensor] = []  # each block's flow delta (in full-res pixels) at its size
         rest: Tensor | None = None  # the previous block's mask logit and carried features
+        flow_full: Tensor | None = None
         for i, (block, s) in enumerate(zip(self.blocks, scales, strict=True)):
             size = (int(h // s), int(w // s))
-            if s == 1:
+            if i == 0:
+                x = self._assemble(_resize_down(srcs, s), t_col, None, None, size)
+            elif s == 1:
+                assert rest is not None
                 flow_full = self._sum_flows(deltas, full)
-                assert rest is not None
-                parts = [
-                    warp(src0, flow_full[:, :2]),
-                    warp(src1, flow_full[:, 2:4]),
-                ]
-                carried = _resize(rest, full)
-                x = self._assemble(parts, t_col, carried, flow_full, size)
-            elif i == 0:
-                parts = [_resize_down(src0, s), _resize_down(src1, s)]
-                x = self._assemble(parts, t_col, None, None, size)
+                warped = _warp_both(srcs, flow_full, full, 0.0)
+                x = self._assemble(warped, t_col, _resize(rest, full), flow_full, size)
             else:
-                if box0 is None or box1 is None:
-                    box0, box1 = _box2(src0), _box2(src1)
-                flow_here = self._sum_flows(deltas, size)
-                # In source pixels; the box filter moves samples to half-pixel positions.
-                parts = [
-                    warp(box0, flow_here[:, :2] - 0.5),
-                    warp(box1, flow_here[:, 2:4] - 0.5),
-                ]
                 assert rest is not None
-                carried = _resize(rest, size)
-                x = self._assemble(parts, t_col, carried, flow_here / s, size)
+                if box is None:
+                    box = _box2(srcs)
+                flow_here = self._sum_flows(deltas, size)
+                warped = _warp_both(box, flow_here, full, -0.5)
+                x = self._assemble(warped, t_col, _resize(rest, size), flow_here / s, size)
             tmp = block.core(self._conv_input(x)).float()
             deltas.append(tmp[:, :_FLOW] * s)
             rest = tmp[:, _FLOW:]
 
         assert rest is not None
-        flow = self._sum_flows(deltas, full)
+        if flow_full is not None and deltas[-1].shape[-2:] == full:
+            flow = flow_full + deltas[-1]
+        else:
+            flow = self._sum_flows(deltas, full)
         m = torch.sigmoid(_resize(rest[:, :_MASK], full))
-        out0 = warp(img0 if pair_index is None else img0[pair_index], flow[:, :2])
-        out1 = warp(img1 if pair_index is None else img1[pair_index], flow[:, 2:4])
-        return torch.lerp(out1, out0, m)
+        out = _warp_both(frames, flow, full, 0.0)
+        return torch.lerp(out[b:], out[:b], m)
 
     @staticmethod
     def _sum_flows(deltas: list[Tensor], size: tuple[int, int]) -> Tensor:
@@ -373,20 +382,50 @@ class IFNet(nn.Module):
 
     @staticmethod
     def _assemble(
-        parts: list[Tensor],
+        warped: Tensor,
         t_col: Tensor,
         carried: Tensor | None,
         flow: Tensor | None,
         size: tuple[int, int],
     ) -> Tensor:
-        """Block input in the channel order the weights expect:
+        """Block input in the channel order the weights expect from (2B, 3 + F, h, w) sources:
         img0, img1, f0, f1, t [, mask, feat, flow]."""
-        s0, s1 = parts
-        b = s0.shape[0]
+        b = warped.shape[0] // 2
+        s0, s1 = warped[:b], warped[b:]
         pieces = [s0[:, :3], s1[:, :3], s0[:, 3:], s1[:, 3:], t_col.expand(b, 1, *size)]
         if carried is not None and flow is not None:
             pieces += [carried, flow]
         return torch.cat(pieces, 1)
+
+
+def _warp_both(sources: Tensor, flow: Tensor, full: tuple[int, int], shift: float) -> Tensor:
+    """Warp (2B, C, Hs, Ws) sources, first frames by flow[:, :2] and second frames by
+    flow[:, 2:4], in one grid_sample.
+
+    `flow` is (B, 4, h, w) in full-resolution pixels; output pixel centres are placed in
+    full-resolution coordinates and moved by `shift` into the sources' own coordinates (-0.5
+    for the box-filtered sources, whose sample j stands for position j + 0.5).
+    """
+    b, _, h, w = flow.shape
+    src_h, src_w = sources.shape[-2:]
+    kx, ky = 2.0 / (src_w - 1), 2.0 / (src_h - 1)
+    xs = ((torch.arange(w, device=flow.device) + 0.5) * (full[1] / w) - 0.5 + shift) * kx - 1
+    ys = ((torch.arange(h, device=flow.device) + 0.5) * (full[0] / h) - 0.5 + shift) * ky - 1
+    base = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)), dim=-1)
+    per_dir = flow.view(b, 2, 2, h, w).permute(1, 0, 3, 4, 2)  # (dir, B, h, w, xy)
+    scale = torch.tensor([kx, ky], device=flow.device, dtype=flow.dtype)
+    # Written into a contiguous buffer: the permuted flow would otherwise set the layout.
+    grid = torch.empty(2, b, h, w, 2, device=flow.device, dtype=flow.dtype)
+    torch.addcmul(base, per_dir, scale, out=grid)
+    grid = grid.view(2 * b, h, w, 2)
+    return F.grid_sample(sources, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _box2(x: Tensor) -> Tensor:
+    """Mean of every 2x2 neighbourhood, (H-1, W-1); sample j stands for position j + 0.5.
+    Written as separable adds: much faster than a stride-1 avg_pool2d on CPU."""
+    rows = x[..., :-1, :] + x[..., 1:, :]
+    return (rows[..., :-1] + rows[..., 1:]).mul_(0.25)
 
 
 def _resize_down(x: Tensor, s: float) -> Tensor:

@@ -113,7 +113,8 @@ class Interpolator:
         self._apply_threads()
 
     def _prepare(self, net: IFNet) -> IFNet:
-        net = net.to(self.device, dtype=_DTYPES[self.precision]).eval()
+        # Fold in fp32, before any cast, so the reduced-precision weights round only once.
+        net = net.fold_residual_gains().to(self.device, dtype=_DTYPES[self.precision]).eval()
         for p in net.parameters():
             p.requires_grad_(False)
         return net

@@ -93,6 +93,8 @@ class Dispatcher:
         self.time_base_sec = time_base_sec
         self.time_per_frame_sec = time_per_frame_sec
         self._attempts: dict[str, _Attempt] = {}
+        self.submit_backoff_sec = 5.0
+        self._submit_retry_at = 0.0
 
     @classmethod
     def from_settings(
@@ -177,6 +179,10 @@ class Dispatcher:
                     report.timed_out.append(job_id)
                 continue
             self._attempts.pop(job_id, None)
+            if info.logs:
+                log.warning(
+                    "job %s attempt %d ended; output tail:\n%s", job_id, att.attempt, info.logs
+                )
             reason = info.message or f"the render driver ended ({info.state.value})"
             if self._lost(job_id, att.attempt, reason):
                 report.lost.append(job_id)
@@ -257,6 +263,8 @@ class Dispatcher:
         )
 
     def _claim(self, report: TickReport) -> None:
+        if time.monotonic() < self._submit_retry_at:
+            return
         while True:
             with self.sessions() as session:
                 if self._running_count(session) >= self.capacity:
@@ -289,12 +297,28 @@ class Dispatcher:
             try:
                 sid = self.launcher.submit(job_id, attempt)
             except Exception as exc:
-                log.exception("submitting job %s attempt %d failed", job_id, attempt)
-                self._lost(job_id, attempt, f"it could not be started: {exc}")
-                report.lost.append(job_id)
-                continue
+                # The cluster cannot take renders right now (its job API is still starting, or
+                # it is unreachable): that is waiting for capacity, not a failed attempt.
+                log.warning("submitting job %s attempt %d failed: %s", job_id, attempt, exc)
+                self._unclaim(job_id, attempt, f"the render cluster is not ready ({exc})")
+                self._submit_retry_at = time.monotonic() + self.submit_backoff_sec
+                return
             self._attempts[job_id] = _Attempt(sid, attempt, time.monotonic())
             report.claimed.append(job_id)
+
+    def _unclaim(self, job_id: str, attempt: int, reason: str) -> None:
+        with self.sessions() as session:
+            job = transitions.lock_job(session, job_id)
+            if job.status is not JobStatus.COLD_START or job.attempts != attempt:
+                session.rollback()
+                return
+            job.attempts -= 1
+            job.lease_owner = None
+            job.lease_expires_at = None
+            job.ray_submission_id = None
+            event = transitions.record(session, job, JobStatus.NO_WORKERS, message=reason[:500])
+            session.commit()
+        self._publish([event])
 
     def _mark_no_workers(self, session: Session) -> list[Any]:
         waiting = session.scalars(

@@ -47,8 +47,11 @@ class LaunchState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class LaunchInfo:
+    """`message` is short enough to show a customer; `logs` is the output tail for operators."""
+
     state: LaunchState
     message: str | None = None
+    logs: str | None = None
 
 
 class RenderLauncher(Protocol):
@@ -91,6 +94,12 @@ def _tail(text: str, limit: int = 1500) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     out = "\n".join(lines[-12:])
     return out[-limit:]
+
+
+def _last_line(text: str, limit: int = 300) -> str:
+    """The line a crash ends with (usually `SomeError: what went wrong`)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
 
 
 class SubprocessLauncher:
@@ -145,13 +154,20 @@ class SubprocessLauncher:
         if code == 0:
             return LaunchInfo(LaunchState.SUCCEEDED)
         try:
-            output = _tail(log_path.read_text(errors="replace"))
+            output = log_path.read_text(errors="replace")
         except OSError:
             output = ""
         if code < 0:
             name = signal.Signals(-code).name
-            return LaunchInfo(LaunchState.FAILED, f"the render process was killed by {name}")
-        return LaunchInfo(LaunchState.FAILED, f"the render process exited with {code}: {output}")
+            return LaunchInfo(
+                LaunchState.FAILED, f"the render process was killed by {name}", _tail(output)
+            )
+        last = _last_line(output)
+        return LaunchInfo(
+            LaunchState.FAILED,
+            f"the render process exited with {code}" + (f" ({last})" if last else ""),
+            _tail(output),
+        )
 
     def stop(self, submission_id: str) -> None:
         with self._lock:
@@ -211,7 +227,9 @@ class RayJobLauncher:
             try:
                 return str(
                     self._client.submit_job(
-                        entrypoint=shlex.join(render_command(job_id, attempt, python="python")),
+                        # The interpreter running this actor: the install's virtualenv, which
+                        # cluster nodes share at the same path (cluster.yaml).
+                        entrypoint=shlex.join(render_command(job_id, attempt)),
                         submission_id=sid,
                         runtime_env={"env_vars": self._env, "working_dir": None},
                         entrypoint_num_cpus=self._cpus,
@@ -234,14 +252,18 @@ class RayJobLauncher:
                 return LaunchInfo(LaunchState.UNKNOWN, "Ray has no record of this render")
             raise
         state = _RAY_STATES.get(str(details.status), LaunchState.UNKNOWN)
-        message = details.message
-        if state is LaunchState.FAILED:
-            try:
-                logs = _tail(self._client.get_job_logs(submission_id))
-            except RuntimeError:
-                logs = ""
-            message = f"{details.message or 'the render driver failed'}: {logs}".strip()
-        return LaunchInfo(state, message)
+        if state is not LaunchState.FAILED:
+            return LaunchInfo(state, details.message)
+        try:
+            logs = self._client.get_job_logs(submission_id)
+        except RuntimeError:
+            logs = ""
+        # Ray's own message embeds the whole log; the customer gets its first line and the
+        # last line of the driver's output, operators the tail.
+        headline = (details.message or "the render driver failed").splitlines()[0]
+        headline = headline.split(", last available logs", 1)[0]
+        last = _last_line(logs)
+        return LaunchInfo(state, headline + (f" ({last})" if last else ""), _tail(logs))
 
     def stop(self, submission_id: str) -> None:
         # Raises when the job is already gone: then there is nothing to stop.

@@ -144,11 +144,15 @@ class JobLifecycle:
 
     # -- progress ---------------------------------------------------------------------------
 
-    def tracker(self, job_id: str, attempt: int) -> Callable[[int, int], None]:
-        """The pipeline's per-chunk callback `(frames_done, frames_total)` for one attempt."""
+    def tracker(self, job_id: str, attempt: int) -> Callable[..., None]:
+        """The pipeline's per-chunk callback for one attempt.
+
+        Called as `(frames_done, frames_total)` or with the pipeline's extra
+        `(chunks_done, chunks_total)`, which are not needed here.
+        """
         live_tracker = ProgressTracker(self.progress, job_id, attempt) if self.progress else None
 
-        def report(frames_done: int, frames_total: int) -> None:
+        def report(frames_done: int, frames_total: int, *_chunks: int) -> None:
             live = live_tracker.report(frames_done, frames_total) if live_tracker else None
             self.record_progress(job_id, attempt, frames_done, frames_total, live)
 

@@ -23,12 +23,13 @@ _WAITING = {S.QUEUED, S.NO_WORKERS}
 _RUNNING = {S.COLD_START, S.PROCESSING}
 _END = {S.DONE, S.FAILED, S.CANCELLED}
 
-# Running states may go back to `queued`: that is a retry after a lost attempt.
+# Running states may go back to `queued` (a retry after a lost attempt); `cold_start` may go
+# back to `no_workers` when the cluster could not take the render after all.
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     S.PENDING: frozenset({S.QUEUED, S.FAILED, S.CANCELLED}),
     S.QUEUED: frozenset({S.NO_WORKERS, S.COLD_START, S.FAILED, S.CANCELLED}),
     S.NO_WORKERS: frozenset({S.QUEUED, S.COLD_START, S.FAILED, S.CANCELLED}),
-    S.COLD_START: frozenset({S.PROCESSING, S.DONE, S.QUEUED, S.FAILED, S.CANCELLED}),
+    S.COLD_START: frozenset({S.PROCESSING, S.DONE, S.QUEUED, S.NO_WORKERS, S.FAILED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.DONE, S.QUEUED, S.FAILED, S.CANCELLED}),
     S.DONE: frozenset(),
     S.FAILED: frozenset(),

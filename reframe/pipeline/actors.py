@@ -105,12 +105,14 @@ class ChunkRenderer:
             "segment_key": np.array([r["segment_key"] for r in results], dtype=object),
             "frames": np.array([r["frames"] for r in results], dtype=np.int64),
             "seconds": np.array([r["seconds"] for r in results], dtype=np.float64),
+            "started_at": np.array([r["started_at"] for r in results], dtype=np.float64),
         }
 
     def render(self, chunk: Chunk) -> dict[str, Any]:
         from reframe.engine.render import render_chunk
         from reframe.video.encode import VideoWriter
 
+        started_at = time.time()  # wall clock, comparable with the driver's
         started = time.perf_counter()
         spec = self.spec
         fps = spec.timeline.target_fps
@@ -154,6 +156,7 @@ class ChunkRenderer:
             "segment_key": key,
             "frames": chunk.output_frames,
             "seconds": seconds,
+            "started_at": started_at,
         }
 
     def __del__(self) -> None:

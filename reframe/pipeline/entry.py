@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--job-id", help="render an accepted job (service use)")
     what.add_argument("--input", type=Path, help="a local video file (batch use)")
+    parser.add_argument(
+        "--attempt",
+        type=int,
+        help="with --job-id: the dispatcher's attempt number; a stale attempt does nothing",
+    )
     parser.add_argument("--target-fps", type=_fps, help="output frame rate (with --input)")
     parser.add_argument("-o", "--output", type=Path, help="output file (with --input)")
     add_render_options(parser)
@@ -215,8 +220,12 @@ def _run_file(args: argparse.Namespace, settings: Settings) -> int:
     input_key = f"pipeline/{run_id}/input{source.suffix.lower() or '.mp4'}"
     storage.upload_file(source, input_key, "application/octet-stream")
 
-    def report(done: int, total: int) -> None:
-        print(f"progress: {done}/{total} frames", file=sys.stderr, flush=True)
+    def report(done: int, total: int, chunks_done: int, chunks: int) -> None:
+        print(
+            f"progress: {done}/{total} frames, {chunks_done}/{chunks} chunks",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         result = run_render(
@@ -241,33 +250,39 @@ def _run_file(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_job(args: argparse.Namespace, settings: Settings) -> int:
-    from reframe.db.session import make_engine, make_sessionmaker
-    from reframe.jobs.events import event_bus
-    from reframe.jobs.lifecycle import JobLifecycle
-    from reframe.jobs.progress import progress_store
-    from reframe.pipeline.job import render_job
+    from reframe.db import make_engine, make_sessionmaker
+    from reframe.db.models import Job
+    from reframe.jobs.driver import ProgressFn, run_attempt
+    from reframe.pipeline.job import render_stored_job
     from reframe.storage import build_storage
 
+    storage = build_storage(settings)
     engine = make_engine(settings.resolved_database_url)
-    try:
-        sessions = make_sessionmaker(engine)
-        lifecycle = JobLifecycle(
-            sessions, bus=event_bus(settings), progress=progress_store(settings)
-        )
-        file_id, result = render_job(
-            args.job_id,
+    sessions = make_sessionmaker(engine)
+    attempt = args.attempt
+    if attempt is None:  # by hand: the job's current attempt
+        with sessions() as session:
+            job = session.get(Job, args.job_id)
+            attempt = job.attempts if job is not None else 0
+
+    def render(job: Job, progress: ProgressFn) -> str:
+        file_id, result = render_stored_job(
+            job.id,
+            progress,
             settings=settings,
-            storage=build_storage(settings),
+            storage=storage,
             sessions=sessions,
-            lifecycle=lifecycle,
             options=pipeline_options(args),
             encode=encode_options(args),
             scenes=scene_settings(args),
         )
+        print(f"job {job.id}: output file {file_id}, {result.frames} frames")
+        return file_id
+
+    try:
+        return run_attempt(settings, args.job_id, attempt, render)
     finally:
         engine.dispose()
-    print(f"job {args.job_id}: output file {file_id}, {result.frames} frames")
-    return 0
 
 
 def render_with_ray(args: argparse.Namespace, settings: Settings | None = None) -> int:

@@ -1,9 +1,9 @@
-"""Render one accepted job on Ray: input from storage, output stored and registered, status kept.
+"""Render one accepted job on Ray: input from storage, output stored and registered.
 
-`pipelines/render.py --job-id ID` calls `render_job`. Status moves through the job lifecycle
-(`cold_start` until the first chunk lands, `processing` with per-chunk progress, then `done` or
-`failed` with its refund); every lifecycle call is idempotent and tagged with the attempt, so a
-dispatcher that also reacts to this process dying cannot double-refund.
+`pipelines/render.py --job-id ID --attempt N` runs `render_stored_job` inside the job driver
+(`reframe.jobs.driver.run_attempt`), which owns every status change: per-chunk progress moves
+the job from `cold_start` to `processing`, a returned file id makes it `done`, a `ReframeError`
+makes it `failed` with its refund, and anything else is left to the dispatcher's retry rules.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reframe.errors import Conflict, NotFound, ReframeError
+from reframe.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from reframe.config import Settings
     from reframe.db.models import File
     from reframe.engine.scenes import SceneSettings
-    from reframe.jobs.lifecycle import JobLifecycle
-    from reframe.pipeline.ray_pipeline import PipelineOptions, PipelineResult
+    from reframe.pipeline.ray_pipeline import PipelineOptions, PipelineResult, ProgressCallback
     from reframe.storage import Storage
     from reframe.video.encode import EncodeOptions
 
@@ -91,59 +90,55 @@ def register_output(
     return file
 
 
-def render_job(
+def render_stored_job(
     job_id: str,
+    progress: ProgressCallback,
     *,
     settings: Settings,
     storage: Storage,
     sessions: sessionmaker[Session],
-    lifecycle: JobLifecycle,
     options: PipelineOptions,
     encode: Callable[[bool], EncodeOptions],
     weights: Path | None = None,
     scenes: SceneSettings | None = None,
 ) -> tuple[str, PipelineResult]:
-    """Render job `job_id` and mark it done; on any failure mark it failed (refunding) and
-    re-raise. `encode(watermarked)` builds the encoder options for the job. Returns the output
-    file id and the pipeline's result."""
-    from reframe.db.models import JobStatus
+    """Render job `job_id` on the connected Ray cluster, store the output next to its project's
+    input and register it as the project's output file; returns (file id, pipeline result).
+
+    Status is not touched here: `reframe.jobs.driver.run_attempt` wraps this and settles the
+    job (done, failed with refund, or left to the dispatcher's retry).
+    """
     from reframe.pipeline.ray_pipeline import run_render
     from reframe.storage import new_object_key
 
     with sessions() as session:
         job = load_job(session, job_id)
-    lifecycle.advance(job.job_id, JobStatus.COLD_START, attempt=job.attempt)
-    report = lifecycle.tracker(job.job_id, job.attempt)
+    with tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp:
+        name = output_filename(job.input_filename, job.target_fps)
+        local = Path(tmp) / name
+        result = run_render(
+            settings=settings,
+            storage=storage,
+            input_key=job.input_key,
+            output=local,
+            target_fps=Fraction(job.target_fps),
+            encode=encode(job.watermarked),
+            options=options,
+            progress=progress,
+            weights=weights,
+            run_id=f"{job.job_id}-a{job.attempt}",
+            scenes=scenes,
+        )
+        key = new_object_key(f"outputs/{job.account_id}/{job.project_id}", name)
+        storage.upload_file(local, key, "video/mp4")
+        size = local.stat().st_size
     try:
-        with tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp:
-            name = output_filename(job.input_filename, job.target_fps)
-            local = Path(tmp) / name
-            result = run_render(
-                settings=settings,
-                storage=storage,
-                input_key=job.input_key,
-                output=local,
-                target_fps=Fraction(job.target_fps),
-                encode=encode(job.watermarked),
-                options=options,
-                progress=report,
-                weights=weights,
-                run_id=f"{job.job_id}-{job.attempt}",
-                scenes=scenes,
-            )
-            key = new_object_key(f"outputs/{job.account_id}/{job.project_id}", name)
-            storage.upload_file(local, key, "video/mp4")
-            with sessions() as session:
-                file = register_output(
-                    session, job, key=key, filename=name, size_bytes=local.stat().st_size
-                )
-                file_id = file.id
-                session.commit()
-    except Exception as exc:
-        message = exc.message if isinstance(exc, ReframeError) else "the render failed unexpectedly"
-        log.exception("job %s failed", job.job_id)
-        lifecycle.fail(job.job_id, message, attempt=job.attempt)
+        with sessions() as session:
+            file = register_output(session, job, key=key, filename=name, size_bytes=size)
+            file_id = file.id
+            session.commit()
+    except BaseException:
+        storage.delete(key)  # no row points at it; do not leave an orphan behind
         raise
-    if not lifecycle.complete(job.job_id, file_id, attempt=job.attempt):
-        log.warning("job %s had already moved on; its output %s stays unreferenced", job_id, key)
+    log.info("job %s: stored %s (%d bytes) as file %s", job_id, key, size, file_id)
     return file_id, result

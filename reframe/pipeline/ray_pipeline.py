@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 
-# Called after each finished chunk with (output frames done, output frames total); the job
-# lifecycle's `tracker` has this shape.
-ProgressCallback = Callable[[int, int], None]
+# Called after each finished chunk with (output frames done, output frames total, chunks done,
+# chunks total): the shape `reframe.jobs.driver` expects.
+ProgressCallback = Callable[[int, int, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,26 @@ class ChunkResult:
     segment_key: str
     frames: int
     seconds: float
+    started_at: float = 0.0  # epoch seconds when the actor began this chunk
 
 
 @dataclass(frozen=True)
 class PipelineResult:
+    """What ran, and where the time went (epoch seconds and durations, for benchmarks)."""
+
     frames: int
     chunks: tuple[ChunkResult, ...]
     seconds: float
     plan: tuple[Chunk, ...]
+    started_at: float = 0.0
+    plan_seconds: float = 0.0
+    stitch_seconds: float = 0.0
+
+    @property
+    def startup_seconds(self) -> float:
+        """From the end of planning to the first chunk starting: actor start and model load."""
+        first = min((c.started_at for c in self.chunks), default=self.started_at)
+        return max(0.0, first - self.started_at - self.plan_seconds)
 
 
 def keyframe_indices(path: Path, frame_pts: Sequence[int]) -> list[int]:
@@ -116,6 +128,7 @@ def _result_rows(dataset: Any) -> Iterator[ChunkResult]:
             segment_key=str(row["segment_key"]),
             frames=int(row["frames"]),
             seconds=float(row["seconds"]),
+            started_at=float(row["started_at"]),
         )
 
 
@@ -170,6 +183,7 @@ def run_render(
     options = options or PipelineOptions()
     run_id = run_id or uuid.uuid4().hex
     started = time.perf_counter()
+    started_at = time.time()
 
     with storage.local_path(input_key) as source:
         # The same analysis (cuts, repeats) and timeline as `reframe render` on this file.
@@ -200,6 +214,7 @@ def run_render(
             weights=weights,
             metric_tags={"run": run_id[:12]},
         )
+        plan_seconds = time.perf_counter() - started
         log.info(
             "render %s: %d source frames -> %d output frames in %d chunks on %d actors",
             run_id,
@@ -240,9 +255,10 @@ def run_render(
                 results[result.index] = result
                 done_frames += result.frames
                 if progress is not None:
-                    progress(done_frames, total_frames)
+                    progress(done_frames, total_frames, len(results), len(chunks))
 
             ordered = order_results(chunks, results)
+            stitch_started = time.perf_counter()
             _stitch(storage, chunks, ordered, output, timeline.target_fps, source, info)
         finally:
             for index in range(len(chunks)):
@@ -254,6 +270,9 @@ def run_render(
         chunks=tuple(ordered),
         seconds=time.perf_counter() - started,
         plan=tuple(chunks),
+        started_at=started_at,
+        plan_seconds=plan_seconds,
+        stitch_seconds=time.perf_counter() - stitch_started,
     )
 
 

@@ -8,6 +8,7 @@ the (job_id, reason) unique constraint limits to one per job.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -52,12 +53,35 @@ def set_status(session: Session, job: Job, status: JobStatus, message: str | Non
     session.add(JobEvent(job_id=job.id, status=status, message=message, at=job.updated_at))
 
 
-def _replay(session: Session, account: Account, idempotency_key: str | None) -> Job | None:
+def _replay(
+    session: Session,
+    account: Account,
+    idempotency_key: str | None,
+    request_hash: str | None = None,
+    ttl_sec: float | None = None,
+) -> Job | None:
+    """The job an Idempotency-Key already created, if any (job lifecycle rules, issue 5).
+
+    A key older than `ttl_sec` is released (the old job forgets it) so it can be reused; a key
+    sent again with a different request body is refused.
+    """
     if idempotency_key is None:
         return None
-    return session.scalar(
+    earlier = session.scalar(
         select(Job).where(Job.account_id == account.id, Job.idempotency_key == idempotency_key)
     )
+    if earlier is None:
+        return None
+    if ttl_sec is not None and earlier.created_at < utcnow() - timedelta(seconds=ttl_sec):
+        earlier.idempotency_key = None
+        session.flush()
+        return None
+    if request_hash and earlier.idempotency_hash and earlier.idempotency_hash != request_hash:
+        raise InvalidInput(
+            f"Idempotency-Key {idempotency_key!r} was already used with a different request "
+            f"body (job {earlier.id}); use a new key for a new render"
+        )
+    return earlier
 
 
 def accept(
@@ -70,9 +94,11 @@ def accept(
     project_id: str,
     target_fps: int,
     idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    webhook_url: str | None = None,
 ) -> AcceptedJob:
     """Verify the upload, price the render, take the xeconds and create the job, atomically."""
-    earlier = _replay(session, account, idempotency_key)
+    earlier = _replay(session, account, idempotency_key, request_hash, settings.idempotency_ttl_sec)
     if earlier is not None:
         return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
 
@@ -96,7 +122,9 @@ def accept(
     try:
         lock_account(session, account.id)
         # Re-check under the lock: a concurrent request may have created this job already.
-        earlier = _replay(session, account, idempotency_key)
+        earlier = _replay(
+            session, account, idempotency_key, request_hash, settings.idempotency_ttl_sec
+        )
         if earlier is not None:
             balance = ledger.balance(session, account.id)
             session.rollback()
@@ -118,9 +146,15 @@ def accept(
             watermarked=pool is CreditPool.FREE,
             refunded_xeconds=0,
             idempotency_key=idempotency_key,
+            idempotency_hash=request_hash if idempotency_key else None,
+            webhook_url=webhook_url,
             frames_total=None,
         )
         session.add(job)
+        if webhook_url:
+            from reframe.jobs.webhooks import ensure_webhook_secret
+
+            ensure_webhook_secret(session, account)
         session.flush()
         session.add(JobEvent(job_id=job.id, status=JobStatus.QUEUED, message="accepted"))
         ledger.append(
@@ -136,7 +170,9 @@ def accept(
         session.commit()
     except IntegrityError as exc:
         session.rollback()
-        earlier = _replay(session, account, idempotency_key)
+        earlier = _replay(
+            session, account, idempotency_key, request_hash, settings.idempotency_ttl_sec
+        )
         if earlier is not None:
             return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
         raise InvalidInput("the job could not be recorded; retry the request") from exc

@@ -58,7 +58,6 @@ def test_unknown_route_and_method_are_json(api: ApiHarness) -> None:
     assert set(resp.json()) == {"detail"}
 
 
-@pytest.mark.filterwarnings("ignore:Duplicate Operation ID:UserWarning")
 def test_openapi_documents_everything(api: ApiHarness) -> None:
     spec = api.client.get("/openapi.json").json()
     paths = spec["paths"]

@@ -16,7 +16,16 @@ from reframe.db import make_engine, make_sessionmaker
 from reframe.services import accounts
 from tests.fixtures.media import make_clip
 
-pytestmark = pytest.mark.ray
+
+def test_public_url_follows_host_and_port_unless_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    everywhere = "0.0.0.0"  # noqa: S104 - only a string here; nothing binds
+    monkeypatch.delenv("REFRAME_PUBLIC_BASE_URL", raising=False)
+    assert settings_for(everywhere, 9001).public_base_url == "http://127.0.0.1:9001"
+    assert settings_for("127.0.0.1", 8000).public_base_url == "http://127.0.0.1:8000"
+    monkeypatch.setenv("REFRAME_PUBLIC_BASE_URL", "http://localhost:7000")
+    assert settings_for(everywhere, 9001).public_base_url == "http://localhost:7000"
 
 
 def _free_port() -> int:
@@ -34,13 +43,15 @@ def service(
     monkeypatch.setenv("REFRAME_DATA_DIR", str(tmp_path / "var"))
     port = _free_port()
     settings = settings_for("127.0.0.1", port)
-    running = start_service(settings, "127.0.0.1", port)
+    # The session Ray has no dashboard, so no dispatcher: this test is about the API over HTTP.
+    running = start_service(settings, "127.0.0.1", port, background=False)
     try:
         yield running
     finally:
         running.stop()
 
 
+@pytest.mark.ray
 def test_canonical_workflow_over_serve_http(service: RunningService, tmp_path: Path) -> None:
     engine = make_engine(service.settings.resolved_database_url)
     with make_sessionmaker(engine)() as session:

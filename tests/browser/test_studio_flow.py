@@ -162,4 +162,16 @@ def test_sign_up_key_upload_estimate_render_share(
     expect(page.locator("#share-status")).to_contain_text("revoked")
     gone = page.request.get(share_url)
     assert gone.status == 404
+
+    # Phone width: nothing overflows sideways, and the keyboard reaches the main actions.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{studio.base_url}/studio")
+    expect(page.locator("#balance-free")).to_have_text("28")
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    screenshots.take(page, "dashboard-phone-width")
     assert page_errors == []

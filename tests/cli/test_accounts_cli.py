@@ -84,3 +84,12 @@ def test_grant_errors(cli_env: TestDatabase, capsys: pytest.CaptureFixture[str])
 def test_list_empty(cli_env: TestDatabase, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["accounts", "list"]) == 0
     assert "No accounts yet" in capsys.readouterr().out
+
+
+def test_help_lists_the_operator_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "accounts", "credits"):
+        assert command in out

@@ -159,3 +159,18 @@ def test_bf16_convolutions_keep_flows_in_fp32() -> None:
         out = low(img0, img1, t, scale_list(1.0))
     assert out.dtype == torch.float32
     assert psnr(out, ref) > 35  # random weights; the real-weights bound is in test_inference
+
+
+def test_folding_residual_gains_keeps_the_function() -> None:
+    net = random_net()
+    with torch.no_grad():
+        for block in net.blocks:
+            for res in block.convblock:
+                res.beta.uniform_(0.2, 1.5)
+    img0, img1 = smooth_pair(1, 64, 128)
+    t = torch.tensor([0.4])
+    with torch.inference_mode():
+        before = net(img0, img1, t, scale_list(1.0))
+        net.fold_residual_gains()
+        after = net(img0, img1, t, scale_list(1.0))
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=0)

@@ -222,3 +222,21 @@ def test_manifest_matches_the_pinned_source() -> None:
     assert manifest["source"]["path_in_wheel"] == RIFE_426.member
     assert manifest["size_bytes"] == RIFE_426.size_bytes
     assert manifest["licence"] == "MIT"
+
+
+def test_models_info_reports_a_bad_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reframe.cli import main
+
+    bad = tmp_path / "flownet.pkl"
+    bad.write_bytes(b"not the weights")
+    monkeypatch.setenv("REFRAME_RIFE_WEIGHTS", str(bad))
+    monkeypatch.setenv("REFRAME_MODEL_DIR", str(tmp_path / "cache"))
+    assert main(["models", "info", "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["from"] == "REFRAME_RIFE_WEIGHTS"
+    assert report["present"] is True
+    assert report["sha256_ok"] is False
+    assert "models pull --force" in captured.err

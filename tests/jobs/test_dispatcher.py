@@ -97,7 +97,7 @@ def refunds(sessions: sessionmaker[Session], job_id: str) -> list[int]:
 
 
 def until(
-    dispatcher: Dispatcher, done: Callable[[], bool], timeout: float = 60.0, tick: bool = True
+    dispatcher: Dispatcher, done: Callable[[], bool], timeout: float = 120.0, tick: bool = True
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -237,9 +237,9 @@ def test_the_reaper_stops_and_fails_a_render_over_its_time_limit(
     account = account_with_credit(sessions, paid=20)
     job_id = accepted_job(sessions, account, charge=3)
     dispatcher, launcher = make_dispatcher("hang", time_base_sec=2.0, time_per_frame_sec=0.0)
-    until(dispatcher, lambda: job_of(sessions, job_id).status is JobStatus.PROCESSING)
+    dispatcher.tick()
     sid = dispatcher.running[job_id].submission_id
-    until(dispatcher, ended(sessions, job_id), timeout=20)
+    until(dispatcher, ended(sessions, job_id), timeout=30)
     job = job_of(sessions, job_id)
     assert job.status is JobStatus.FAILED
     assert "time limit" in (job.error or "")
@@ -314,3 +314,33 @@ def test_kill_9_of_the_dispatcher_is_recovered_by_its_successor(
     messages = [m or "" for _, m in history(sessions, job_id)]
     assert any("attempt 1 lost" in m and "lease" in m for m in messages), messages
     assert refunds(sessions, job_id) == []
+
+
+def test_a_cluster_that_cannot_take_renders_leaves_jobs_waiting(
+    db: tuple[str, sessionmaker[Session]], tmp_path: Path
+) -> None:
+    url, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=5)
+    launcher = SubprocessLauncher(
+        Settings(database_url=url),
+        command=lambda job, attempt: [str(tmp_path / "no-such-interpreter")],
+        log_dir=tmp_path,
+    )
+    dispatcher = Dispatcher(sessions, launcher, capacity=1, max_attempts=1)
+    for _ in range(3):
+        dispatcher.tick()
+        dispatcher._submit_retry_at = 0.0  # skip the back-off between rounds
+    job = job_of(sessions, job_id)
+    assert (job.status, job.attempts, job.lease_owner) == (JobStatus.NO_WORKERS, 0, None)
+    assert "render cluster is not ready" in (history(sessions, job_id)[-1][1] or "")
+    assert refunds(sessions, job_id) == []
+    # Once renders can start, the job runs on its first real attempt.
+    dispatcher.launcher = SubprocessLauncher(
+        Settings(database_url=url), command=stand_in_command, log_dir=tmp_path
+    )
+    until(dispatcher, ended(sessions, job_id))
+    assert (job_of(sessions, job_id).status, job_of(sessions, job_id).attempts) == (
+        JobStatus.DONE,
+        1,
+    )

@@ -97,3 +97,14 @@ def test_every_ray_start_chooses_its_auth_mode_explicitly() -> None:
     assert len(starts) == 2
     assert all("RAY_AUTH_MODE=token" in c for c in starts)
     assert "--num-gpus=0" in starts[0]
+
+
+def test_head_starts_the_api_with_a_real_command() -> None:
+    from reframe.cli import build_parser
+
+    config = load()
+    serve = [c for c in config["head_start_ray_commands"] if "reframe serve" in c]
+    assert len(serve) == 1
+    words = shlex.split(serve[0].split("reframe serve", 1)[1].split(">", 1)[0])
+    args = build_parser().parse_args(["serve", *words])
+    assert (args.host, args.port) == ("0.0.0.0", 8000)  # noqa: S104 - the head serves the VPC

@@ -91,7 +91,7 @@ def _run(ray_runtime: ModuleType, workspace: Path, source: Path, *, watermark: b
         target_fps=TARGET_FPS,
         encode=EncodeOptions(crf=0, preset="ultrafast", watermark=watermark),
         options=OPTIONS,
-        progress=lambda done, total: progress.append((done, total)),
+        progress=lambda done, total, *_: progress.append((done, total)),
     )
     # Segments are temporary: nothing but the input is left in storage.
     left = sorted(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 
 from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
 from reframe.api.errors import error_responses
@@ -32,10 +32,21 @@ def create_job(
         str | None,
         Header(
             max_length=255,
-            description="Repeat a POST safely: the same key returns the job it created first",
+            description=(
+                "Repeat a POST safely: the same key with the same body returns the job it "
+                "created first and charges once (keys are kept 24 h); the same key with a "
+                "different body is refused with 400"
+            ),
         ),
     ] = None,
 ) -> JobCreated:
+    import hashlib
+
+    from reframe.jobs.webhooks import check_destination
+
+    if body.webhook_url is not None:
+        check_destination(body.webhook_url, allow_private=settings.webhook_allow_private)
+    request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     accepted = jobs.accept(
         session,
         storage,
@@ -45,6 +56,8 @@ def create_job(
         project_id=body.project_id,
         target_fps=body.target_fps,
         idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        webhook_url=body.webhook_url,
     )
     job = accepted.job
     return JobCreated(
@@ -68,12 +81,16 @@ def create_job(
 )
 def read_job(
     job_id: str,
+    request: Request,
     account: CurrentAccount,
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
 ) -> JobPublic:
-    return job_public(projects.owned_job(session, account, job_id), storage, settings)
+    from reframe.api.routes.jobs_lifecycle import with_live_progress
+
+    out = job_public(projects.owned_job(session, account, job_id), storage, settings)
+    return with_live_progress(request, out)
 
 
 @router.get(

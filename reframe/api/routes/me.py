@@ -21,8 +21,13 @@ def balance_out(balance: Balance) -> BalanceOut:
 
 @router.get("", response_model=MeOut, summary="Read your profile, balance, and API key state")
 def read_me(account: CurrentAccount, session: SessionDep) -> MeOut:
+    from reframe.jobs.webhooks import ensure_webhook_secret
+
     key = accounts.active_key(session, account.id)
+    webhook_secret = ensure_webhook_secret(session, account)
+    session.commit()
     return MeOut(
+        webhook_secret=webhook_secret,
         account=AccountOut(id=account.id, email=account.email, created_at=account.created_at),
         balance=balance_out(ledger.balance(session, account.id)),
         api_key=ApiKeyInfo(

@@ -1,0 +1,226 @@
+"""Polling load: GET /jobs/{id} at a fixed request rate against the service `scripts/run` starts.
+
+    .venv/bin/python bench/polling.py                        # 100 req/s for 30 s
+    .venv/bin/python bench/polling.py --rate 200 --seconds 10
+    .venv/bin/python bench/polling.py --url http://127.0.0.1:8000 --key rf_live_... --job ID
+
+Without --url it starts `scripts/run --port P` on a fresh data dir (SQLite, local storage, a
+local Ray with the dispatcher; no Redis unless REFRAME_REDIS_URL is set), creates an account,
+uploads a small clip, starts a 60 fps render and polls that job while it is queued/rendering.
+The per-key read limit is raised for the run (REFRAME_RATE_LIMIT_READ_PER_SEC) so the bench
+measures the service, not the limiter.
+
+Requests are sent open-loop on a fixed schedule (one every 1/rate s, from a thread pool), and
+latency is measured from the scheduled time, so a stalled server cannot hide its stall by
+slowing the client down. Writes bench/out/polling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited with {proc.returncode} before answering")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the service did not answer /healthz within {timeout:.0f}s")
+
+
+def prepare_job(url: str, data_dir: Path) -> tuple[str, str]:
+    """Create an account in the service's database, upload a clip and start a render."""
+    from reframe.config import Settings
+    from reframe.db import make_engine, make_sessionmaker
+    from reframe.services import accounts
+    from tests.fixtures.media import make_clip
+
+    settings = Settings(data_dir=data_dir)
+    engine = make_engine(settings.resolved_database_url)
+    with make_sessionmaker(engine)() as session:
+        _account, issued = accounts.create_account(
+            session, settings, "bench@example.com", free_xeconds=100
+        )
+        session.commit()
+    engine.dispose()
+    key = issued.plaintext
+    headers = {"Authorization": f"Bearer {key}"}
+    clip = make_clip(data_dir / "bench-clip.mp4")
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        pre = client.post(
+            "/upload/presign", json={"filename": "clip.mp4", "content_type": "video/mp4"}
+        ).json()
+        put = httpx.request(
+            pre["method"], pre["upload_url"], content=clip.read_bytes(), headers=pre["headers"]
+        )
+        put.raise_for_status()
+        job = client.post(
+            "/jobs",
+            json={"r2_key": pre["key"], "project_id": pre["project_id"], "target_fps": 60},
+        )
+        job.raise_for_status()
+    return key, str(job.json()["job_id"])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def poll(url: str, key: str, job_id: str, rate: float, seconds: float) -> dict[str, Any]:
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    service_times: list[float] = []
+    statuses: dict[str, int] = {}
+    codes: dict[int, int] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+            )
+        c: httpx.Client = local.client
+        return c
+
+    start = time.perf_counter() + 0.5
+
+    def one(i: int) -> None:
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent = time.perf_counter()
+        try:
+            resp = client().get(f"/jobs/{job_id}")
+            done = time.perf_counter()
+            body = resp.json() if resp.status_code == 200 else {}
+        except httpx.HTTPError as exc:
+            with lock:
+                errors.append(repr(exc))
+            return
+        with lock:
+            latencies.append((done - scheduled) * 1000)
+            service_times.append((done - sent) * 1000)
+            codes[resp.status_code] = codes.get(resp.status_code, 0) + 1
+            status = str(body.get("live_status", "?"))
+            statuses[status] = statuses.get(status, 0) + 1
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(one, range(total)))
+    elapsed = time.perf_counter() - start
+    return {
+        "requests": total,
+        "answered": len(latencies),
+        "achieved_rate": round(len(latencies) / elapsed, 1),
+        "http_codes": codes,
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "job_statuses_seen": statuses,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50), 2),
+            "p90": round(percentile(latencies, 90), 2),
+            "p99": round(percentile(latencies, 99), 2),
+            "max": round(max(latencies), 2),
+            "mean": round(statistics.fmean(latencies), 2),
+        },
+        "service_time_ms": {
+            "p50": round(percentile(service_times, 50), 2),
+            "p99": round(percentile(service_times, 99), 2),
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--url", help="poll an already running service (needs --key, --job)")
+    parser.add_argument("--key")
+    parser.add_argument("--job")
+    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "polling.json")
+    args = parser.parse_args()
+
+    proc: subprocess.Popen[bytes] | None = None
+    result: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds}
+    try:
+        if args.url:
+            if not (args.key and args.job):
+                parser.error("--url needs --key and --job")
+            url, key, job_id = args.url.rstrip("/"), args.key, args.job
+        else:
+            data_dir = Path(tempfile.mkdtemp(prefix="reframe-bench-"))
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = {
+                **os.environ,
+                "REFRAME_DATA_DIR": str(data_dir),
+                "REFRAME_RATE_LIMIT_READ_PER_SEC": str(max(1000.0, args.rate * 4)),
+                "REFRAME_RATE_LIMIT_READ_BURST": str(int(max(1000.0, args.rate * 4))),
+            }
+            log_path = data_dir / "service.log"
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(
+                    ["bash", str(ROOT / "scripts" / "run"), "--port", str(port)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            result["startup_sec"] = round(wait_healthy(url, proc, args.startup_timeout), 1)
+            key, job_id = prepare_job(url, data_dir)
+            result["service_log"] = str(log_path)
+        result.update(poll(url, key, job_id, args.rate, args.seconds))
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # `reframe serve` stops Ray and Serve on Ctrl-C
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    p99 = result["latency_ms"]["p99"]
+    print(f"p50 {result['latency_ms']['p50']} ms, p99 {p99} ms (target p99 < 20 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

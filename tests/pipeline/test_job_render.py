@@ -1,0 +1,152 @@
+"""`pipelines/render.py --job-id`: a job accepted by the services, rendered on Ray into a stored,
+registered output file, with status, progress and refunds through the job driver."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from sqlalchemy import select
+
+from reframe.config import Settings
+from reframe.db.models import (
+    Account,
+    File,
+    FileRole,
+    FileStatus,
+    Job,
+    JobStatus,
+    LedgerEntry,
+)
+from reframe.jobs import transitions
+from reframe.pipeline.entry import main
+from reframe.services import accounts, jobs, uploads
+from reframe.storage import build_storage
+from tests.fixtures.db import TestDatabase
+from tests.fixtures.media import make_clip
+
+pytestmark = [pytest.mark.postgres, pytest.mark.ray]
+
+
+def accepted_free_job(db: TestDatabase, settings: Settings, clip: Path) -> str:
+    """What the API does for a free-credit account: presign, upload, accept; then what the
+    dispatcher does when it claims the job (attempt 1, cold start)."""
+    storage = build_storage(settings)
+    with db.session() as session:
+        account, _key = accounts.create_account(
+            session, settings, f"{uuid.uuid4().hex[:10]}@example.com", free_xeconds=30
+        )
+        session.commit()
+        presigned = uploads.presign(
+            session, storage, settings, account, filename="clip.mp4", content_type="video/mp4"
+        )
+        key, project_id = presigned.file.storage_key, presigned.project.id
+        session.commit()
+        storage.upload_file(clip, key, "video/mp4")
+        accepted = jobs.accept(
+            session,
+            storage,
+            settings,
+            session.get(Account, account.id),  # type: ignore[arg-type]
+            r2_key=key,
+            project_id=project_id,
+            target_fps=48,
+        )
+        job_id = accepted.job.id
+        session.commit()
+    with db.session() as session:
+        job = transitions.lock_job(session, job_id)
+        job.attempts = 1
+        transitions.record(session, job, JobStatus.COLD_START)
+        session.commit()
+    return job_id
+
+
+@pytest.fixture
+def job_settings(postgres_db: TestDatabase, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=postgres_db.url)
+
+
+@pytest.mark.weights
+def test_job_renders_into_a_registered_watermarked_output(
+    ray_runtime: ModuleType, postgres_db: TestDatabase, job_settings: Settings, tmp_path: Path
+) -> None:
+    import av
+
+    from reframe.video.encode import watermark_box
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=24, width=64, height=48, audio=True)
+    job_id = accepted_free_job(postgres_db, job_settings, clip)
+
+    code = main(
+        ["--job-id", job_id, "--attempt", "1", "--chunk-frames", "8"], settings=job_settings
+    )
+    assert code == 0
+
+    with postgres_db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status is JobStatus.DONE
+        assert job.watermarked
+        assert job.frames_done == job.frames_total == 48
+        output = session.get(File, job.output_file_id)
+        assert output is not None
+        assert (output.role, output.status, output.project_id) == (
+            FileRole.OUTPUT,
+            FileStatus.READY,
+            job.project_id,
+        )
+        assert output.filename == "clip-48fps.mp4"
+        key, size = output.storage_key, output.size_bytes
+
+    storage = build_storage(job_settings)
+    info = storage.head(key)
+    assert info is not None
+    assert info.size == size
+    with storage.local_path(key) as path, av.open(str(path)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 48
+    x0, y0, x1, y1 = watermark_box(64, 48)
+    source = make_clip(tmp_path / "again.mp4", frames=24, width=64, height=48)
+    with av.open(str(source)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    # Frame 0 is source frame 0 copied, so only the watermark can have brightened the corner.
+    corner = frames[0][y0:y1, x0:x1].astype(int) - first[y0:y1, x0:x1].astype(int)
+    assert corner.max() > 60
+    # No temporary objects are left: only the input and the output remain.
+    stored = sorted(
+        str(p.relative_to(job_settings.resolved_storage_dir))
+        for p in job_settings.resolved_storage_dir.rglob("*")
+        if p.is_file()
+    )
+    assert len(stored) == 2
+    assert key in stored
+
+
+def test_unreadable_input_fails_the_job_and_refunds(
+    ray_runtime: ModuleType, postgres_db: TestDatabase, job_settings: Settings, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=24, width=64, height=48)
+    job_id = accepted_free_job(postgres_db, job_settings, clip)
+    with postgres_db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        stored = job_settings.resolved_storage_dir / job.input_file.storage_key
+    stored.write_bytes(stored.read_bytes()[:300])  # the object got truncated after acceptance
+
+    code = main(["--job-id", job_id, "--attempt", "1"], settings=job_settings)
+    assert code == 1
+
+    with postgres_db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status is JobStatus.FAILED
+        assert job.error
+        assert job.refunded_xeconds == job.charged_xeconds
+        refunds = session.scalars(
+            select(LedgerEntry).where(LedgerEntry.job_id == job_id, LedgerEntry.delta > 0)
+        ).all()
+        assert len(refunds) == 1
