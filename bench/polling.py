@@ -10,7 +10,7 @@ uploads a small clip, starts a 60 fps render and polls that job while it is queu
 The per-key read limit is raised for the run (REFRAME_RATE_LIMIT_READ_PER_SEC) so the bench
 measures the service, not the limiter.
 
-Requests are sent open-loop on a fixed schedule (one every 1/rate s, from a thread pool), and
+Requests are sent open-loop on a fixed schedule (one every 1/rate s, from one asyncio loop), and
 latency is measured from the scheduled time, so a stalled server cannot hide its stall by
 slowing the client down. Writes bench/out/polling.json.
 """
@@ -18,6 +18,7 @@ slowing the client down. Writes bench/out/polling.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -26,9 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,56 +91,66 @@ def prepare_job(url: str, data_dir: Path) -> tuple[str, str]:
     return key, str(job.json()["job_id"])
 
 
+def wait_terminal(url: str, key: str, job_id: str, timeout: float = 600.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        resp = httpx.get(
+            f"{url}/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+        if resp.json()["live_status"] in ("done", "failed", "cancelled"):
+            return time.monotonic() - start
+        time.sleep(1.0)
+    raise SystemExit(f"job {job_id} did not finish within {timeout:.0f}s")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
 
 
-def poll(url: str, key: str, job_id: str, rate: float, seconds: float) -> dict[str, Any]:
+def poll(
+    url: str, key: str, job_id: str, rate: float, seconds: float, path: str = "/jobs/{job_id}"
+) -> dict[str, Any]:
+    """Open-loop load from one asyncio loop: light on the client's own CPU, which shares the
+    machine with the service."""
+    return asyncio.run(_poll(url, key, job_id, rate, seconds, path))
+
+
+async def _poll(
+    url: str, key: str, job_id: str, rate: float, seconds: float, path: str
+) -> dict[str, Any]:
     total = int(rate * seconds)
     latencies: list[float] = []
     service_times: list[float] = []
     statuses: dict[str, int] = {}
     codes: dict[int, int] = {}
     errors: list[str] = []
-    lock = threading.Lock()
-    local = threading.local()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30, limits=limits
+    ) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.5
 
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(
-                base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
-            )
-        c: httpx.Client = local.client
-        return c
-
-    start = time.perf_counter() + 0.5
-
-    def one(i: int) -> None:
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        sent = time.perf_counter()
-        try:
-            resp = client().get(f"/jobs/{job_id}")
-            done = time.perf_counter()
-            body = resp.json() if resp.status_code == 200 else {}
-        except httpx.HTTPError as exc:
-            with lock:
+        async def one(i: int) -> None:
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - loop.time()))
+            sent = loop.time()
+            try:
+                resp = await client.get(path.format(job_id=job_id))
+            except httpx.HTTPError as exc:
                 errors.append(repr(exc))
-            return
-        with lock:
+                return
+            done = loop.time()
             latencies.append((done - scheduled) * 1000)
             service_times.append((done - sent) * 1000)
             codes[resp.status_code] = codes.get(resp.status_code, 0) + 1
-            status = str(body.get("live_status", "?"))
+            status = str(resp.json().get("live_status", "?")) if resp.status_code == 200 else "?"
             statuses[status] = statuses.get(status, 0) + 1
 
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        list(pool.map(one, range(total)))
-    elapsed = time.perf_counter() - start
+        await asyncio.gather(*(one(i) for i in range(total)))
+        elapsed = loop.time() - start
     return {
         "requests": total,
         "answered": len(latencies),
@@ -171,12 +180,29 @@ def main() -> int:
     parser.add_argument("--url", help="poll an already running service (needs --key, --job)")
     parser.add_argument("--key")
     parser.add_argument("--job")
+    parser.add_argument(
+        "--path",
+        default="/jobs/{job_id}",
+        help="what to poll; /healthz gives the Serve baseline without database or auth",
+    )
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--wait-done",
+        action="store_true",
+        help="let the render finish before polling (measures polling without a render running)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "polling.json")
     args = parser.parse_args()
+    if args.wait_done and args.url:
+        parser.error("--wait-done applies to the service this script starts")
 
     proc: subprocess.Popen[bytes] | None = None
-    result: dict[str, Any] = {"rate": args.rate, "seconds": args.seconds}
+    result: dict[str, Any] = {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "wait_done": args.wait_done,
+        "load_average_before": os.getloadavg(),
+    }
     try:
         if args.url:
             if not (args.key and args.job):
@@ -205,7 +231,10 @@ def main() -> int:
             result["startup_sec"] = round(wait_healthy(url, proc, args.startup_timeout), 1)
             key, job_id = prepare_job(url, data_dir)
             result["service_log"] = str(log_path)
-        result.update(poll(url, key, job_id, args.rate, args.seconds))
+            if args.wait_done:
+                result["render_sec"] = round(wait_terminal(url, key, job_id), 1)
+        result["path"] = args.path
+        result.update(poll(url, key, job_id, args.rate, args.seconds, args.path))
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # `reframe serve` stops Ray and Serve on Ctrl-C

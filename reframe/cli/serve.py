@@ -96,16 +96,22 @@ def start_service(
     settings.resolved_storage_dir.mkdir(parents=True, exist_ok=True)
     started_ray = False
     if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=available_cpus(),
-            # The dashboard hosts Ray's job API: the dispatcher submits every render as a Ray
-            # job there, so operators see them. Bound to loopback only.
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-        )
-        started_ray = True
+        cluster = os.environ.get("RAY_ADDRESS")
+        if cluster:
+            # On a cluster's head node (cluster.yaml) the API and the dispatcher join the
+            # running cluster, so renders spread over its GPU workers.
+            ray.init(address=cluster, log_to_driver=False)
+        else:
+            ray.init(
+                address="local",
+                num_cpus=available_cpus(),
+                # The dashboard hosts Ray's job API: the dispatcher submits every render as a
+                # Ray job there, so operators see them. Bound to loopback only.
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+            )
+            started_ray = True
     serve.start(http_options={"host": host, "port": port})
     # Settings cross into the replica process explicitly, so the replica serves exactly the
     # configuration this process validated, whatever its own environment holds.

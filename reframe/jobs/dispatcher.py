@@ -77,6 +77,7 @@ class Dispatcher:
         lifecycle: JobLifecycle | None = None,
         owner: str | None = None,
         lease_sec: float = 30.0,
+        heartbeat_sec: float = 5.0,
         max_attempts: int = 2,
         time_base_sec: float = 300.0,
         time_per_frame_sec: float = 2.0,
@@ -89,6 +90,9 @@ class Dispatcher:
         self.lifecycle = lifecycle or JobLifecycle(sessions)
         self.owner = owner or f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.lease = timedelta(seconds=lease_sec)
+        # Renew well before expiry: a lease outlives a few missed heartbeats, not one.
+        self.heartbeat_sec = min(heartbeat_sec, lease_sec / 3)
+        self._last_heartbeat = float("-inf")
         self.max_attempts = max_attempts
         self.time_base_sec = time_base_sec
         self.time_per_frame_sec = time_per_frame_sec
@@ -112,6 +116,7 @@ class Dispatcher:
             capacity=settings.max_concurrent_renders or capacity,
             lifecycle=lifecycle,
             lease_sec=settings.lease_sec,
+            heartbeat_sec=settings.heartbeat_sec,
             max_attempts=settings.max_attempts,
             time_base_sec=settings.job_time_base_sec,
             time_per_frame_sec=settings.job_time_per_frame_sec,
@@ -137,8 +142,10 @@ class Dispatcher:
         return report
 
     def _heartbeat(self) -> None:
-        if not self._attempts:
+        now = time.monotonic()
+        if not self._attempts or now - self._last_heartbeat < self.heartbeat_sec:
             return
+        self._last_heartbeat = now
         with self.sessions() as session:
             session.execute(
                 update(Job)

@@ -29,6 +29,18 @@ ProgressFn = Callable[[int, int, int, int], None]
 Renderer = Callable[[Job, ProgressFn], str]
 
 
+def _reframe_cause(exc: BaseException) -> ReframeError | None:
+    """The `ReframeError` behind `exc`, also when Ray Data wrapped one raised in an actor."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ReframeError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def run_attempt(settings: Settings, job_id: str, attempt: int, render: Renderer) -> int:
     """Run one attempt; returns the process exit code (0 done, 1 failed for good)."""
     engine = make_engine(settings.resolved_database_url)
@@ -49,8 +61,11 @@ def run_attempt(settings: Settings, job_id: str, attempt: int, render: Renderer)
 
         try:
             output_file_id = render(job, progress)
-        except ReframeError as exc:
-            life.fail(job_id, exc.message, attempt=attempt)
+        except Exception as exc:
+            cause = _reframe_cause(exc)
+            if cause is None:
+                raise
+            life.fail(job_id, cause.message, attempt=attempt)
             return 1
         life.complete(job_id, output_file_id, attempt=attempt)
         return 0

@@ -73,11 +73,17 @@ def render_command(job_id: str, attempt: int, python: str = sys.executable) -> l
     return [python, str(RENDER_SCRIPT), "--job-id", job_id, "--attempt", str(attempt)]
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
+# A Ray job's runtime_env is shown in the Ray dashboard, so secrets do not travel in it: the
+# render driver reads them from its own environment (inherited from `reframe serve` on a local
+# cluster; set on the nodes of a real one, see cluster.yaml).
+SECRET_FIELDS = frozenset({"secret_key", "s3_access_key_id", "s3_secret_access_key"})
+
+
+def settings_env(settings: Settings, *, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
     """REFRAME_* variables that reproduce `settings` in a child process."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump(mode="json").items():
-        if value is None:
+        if value is None or name in exclude:
             continue
         if isinstance(value, dict | list):
             # pydantic-settings reads complex fields from the environment as JSON.
@@ -216,7 +222,10 @@ class RayJobLauncher:
         from ray.job_submission import JobSubmissionClient
 
         self._client = JobSubmissionClient(address)
-        self._env = {**settings_env(settings), "RAY_AUTH_MODE": auth_mode}
+        self._env = {
+            **settings_env(settings, exclude=SECRET_FIELDS),
+            "RAY_AUTH_MODE": auth_mode,
+        }
         self._cpus = entrypoint_num_cpus
         self._submit_timeout = submit_timeout_sec
 

@@ -55,7 +55,14 @@ class DispatcherActor:
         if dashboard_address:
             launcher = RayJobLauncher(settings, dashboard_address, auth_mode=ray_auth_mode)
         else:
-            launcher = SubprocessLauncher(settings)
+            import ray
+
+            # Point the renders at this cluster explicitly: "auto" could find another one
+            # on a shared machine.
+            gcs = ray.get_runtime_context().gcs_address
+            launcher = SubprocessLauncher(
+                settings, extra_env={"RAY_ADDRESS": gcs, "RAY_AUTH_MODE": ray_auth_mode}
+            )
         self.dispatcher = Dispatcher.from_settings(
             sessions, launcher, settings, capacity=capacity, lifecycle=lifecycle
         )

@@ -91,6 +91,12 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         "--actor-threads", type=int, default=1, help="torch threads per CPU actor (default 1)"
     )
     group.add_argument(
+        "--actor-memory-gb",
+        type=float,
+        default=None,
+        help="memory each actor reserves in Ray's scheduler (e.g. 5 for 720p on CPU)",
+    )
+    group.add_argument(
         "--address",
         default=None,
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster, else a new one)",
@@ -135,6 +141,9 @@ def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
         num_gpus=args.num_gpus,
         num_cpus=args.num_cpus,
         engine=engine,
+        actor_memory_bytes=(
+            int(args.actor_memory_gb * 1024**3) if args.actor_memory_gb is not None else None
+        ),
     )
 
 
@@ -198,9 +207,8 @@ def connect_ray(address: str | None = None, *, local_cpus: int | None = None) ->
         raise
 
 
-def _run_file(args: argparse.Namespace, settings: Settings) -> int:
-    from reframe.pipeline.ray_pipeline import run_render
-    from reframe.storage import build_storage
+def check_file_request(args: argparse.Namespace) -> tuple[Path, Fraction, Path]:
+    """(input, target fps, absolute output) of an `--input` render, refused before Ray starts."""
     from reframe.video.encode import container_format
 
     if args.target_fps is None or args.output is None:
@@ -208,11 +216,22 @@ def _run_file(args: argparse.Namespace, settings: Settings) -> int:
     source: Path = args.input
     target = args.target_fps
     if isinstance(target, str):  # `reframe render` passes the text through
-        target = _fps(target)
+        try:
+            target = _fps(target)
+        except argparse.ArgumentTypeError as exc:
+            raise InvalidInput(str(exc)) from None
     if not source.is_file():
         raise InvalidInput(f"{source}: no such file")
     output: Path = args.output.resolve()
     container_format(output)
+    return source, target, output
+
+
+def _run_file(args: argparse.Namespace, settings: Settings) -> int:
+    from reframe.pipeline.ray_pipeline import run_render
+    from reframe.storage import build_storage
+
+    source, target, output = check_file_request(args)
     storage = build_storage(settings)
     run_id = uuid.uuid4().hex
     # Actors may run on other machines: they read the source from storage, never from this
@@ -295,6 +314,7 @@ def render_with_ray(args: argparse.Namespace, settings: Settings | None = None) 
     settings = settings or Settings()
     pipeline_options(args)
     encode_options(args)
+    check_file_request(args)
     started = connect_ray(args.address)
     try:
         return _run_file(args, settings)
@@ -315,6 +335,8 @@ def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None)
         settings = settings or Settings()
         pipeline_options(args)  # validate before connecting
         encode_options(args)
+        if not args.job_id:
+            check_file_request(args)
         started = connect_ray(args.address, local_cpus=None)
         try:
             if args.job_id:

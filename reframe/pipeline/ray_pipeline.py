@@ -56,6 +56,9 @@ class PipelineOptions:
     num_cpus: float | None = None
     engine: EngineOptions = field(default_factory=EngineOptions)
     object_store_bytes: int = 256 * MIB
+    # Heap each actor reserves from Ray's scheduler (not a hard limit). A 720p CPU actor with the
+    # engine's default batch of 8 peaked at ~4.8 GiB here; None leaves it unreserved.
+    actor_memory_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.actors < 1:
@@ -241,6 +244,11 @@ def run_render(
                     object_store_memory=options.object_store_bytes
                 )
             )
+            memory: dict[str, Any] = (
+                {"memory": options.actor_memory_bytes}
+                if options.actor_memory_bytes is not None
+                else {}
+            )
             rendered = dataset.map_batches(
                 ChunkRenderer,
                 fn_constructor_args=(spec,),
@@ -248,6 +256,7 @@ def run_render(
                 batch_size=1,
                 num_cpus=options.actor_cpus,
                 num_gpus=options.num_gpus,
+                **memory,
             )
             for result in _result_rows(rendered):
                 if result.index in results:

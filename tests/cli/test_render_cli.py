@@ -16,14 +16,22 @@ from tests.fixtures.media import moving_square_frames
 from tests.fixtures.render import BlendInterpolator, lossless
 
 
+class Built(list[argparse.Namespace]):
+    """Arguments each model was built with, and the models themselves."""
+
+    models: list[BlendInterpolator]
+
+
 @pytest.fixture
-def blend_model(monkeypatch: pytest.MonkeyPatch) -> list[argparse.Namespace]:
+def blend_model(monkeypatch: pytest.MonkeyPatch) -> Built:
     """Swap the network for the cross-fade double; records the arguments it was built with."""
-    built: list[argparse.Namespace] = []
+    built = Built()
+    built.models = []
 
     def build(args: argparse.Namespace, settings: Settings) -> BlendInterpolator:
         built.append(args)
-        return BlendInterpolator()
+        built.models.append(BlendInterpolator())
+        return built.models[-1]
 
     monkeypatch.setattr(render_cli, "build_interpolator", build)
     return built
@@ -32,7 +40,7 @@ def blend_model(monkeypatch: pytest.MonkeyPatch) -> list[argparse.Namespace]:
 def test_render_writes_the_smoother_clip(
     tiny_clip_with_audio: Path,
     tmp_path: Path,
-    blend_model: list[argparse.Namespace],
+    blend_model: Built,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out.mp4"
@@ -51,7 +59,7 @@ def test_render_writes_the_smoother_clip(
 
 
 def test_lossless_hevc_watermarked_options_reach_the_output(
-    tmp_path: Path, blend_model: list[argparse.Namespace]
+    tmp_path: Path, blend_model: Built
 ) -> None:
     frames = [np.full((64, 96, 3), 30, np.uint8)] * 6
     clip = lossless(tmp_path / "dark.mp4", frames, fps=24)
@@ -81,7 +89,7 @@ def test_lossless_hevc_watermarked_options_reach_the_output(
 )
 def test_bad_input_is_a_clear_error(
     tmp_path: Path,
-    blend_model: list[argparse.Namespace],
+    blend_model: Built,
     capsys: pytest.CaptureFixture[str],
     setup: str,
     fps: str,
@@ -101,8 +109,21 @@ def test_bad_input_is_a_clear_error(
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_ensemble_runs_a_mirrored_pass(tiny_clip: Path, tmp_path: Path, blend_model: Built) -> None:
+    plain, doubled = tmp_path / "plain.mp4", tmp_path / "ens.mp4"
+    assert main(["render", str(tiny_clip), "-o", str(plain), "--target-fps", "60", "--quiet"]) == 0
+    assert main([
+        "render", str(tiny_clip), "-o", str(doubled), "--target-fps", "60", "--quiet", "--ensemble",
+    ]) == 0  # fmt: skip
+    first, second = blend_model.models
+    assert sum(second.calls) == 2 * sum(first.calls)
+    # A cross-fade is mirror-symmetric, so the ensemble changes nothing here.
+    for a, b in zip(iter_frames(plain), iter_frames(doubled), strict=True):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+
+
 def test_output_may_not_overwrite_input(
-    tiny_clip: Path, blend_model: list[argparse.Namespace], capsys: pytest.CaptureFixture[str]
+    tiny_clip: Path, blend_model: Built, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["render", str(tiny_clip), "-o", str(tiny_clip), "--target-fps", "60"])
     assert code == 2

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from reframe.engine.render import (
+    FlipEnsemble,
     default_batch_size,
     plan_render,
     render_chunk,
@@ -19,8 +20,8 @@ from reframe.engine.render import (
 from reframe.engine.scenes import SceneSettings
 from reframe.engine.timeline import plan_timeline
 from reframe.errors import InvalidInput, RenderError
-from reframe.video.decode import DecodedFrame, iter_frames, read_video_info
-from reframe.video.encode import EncodeOptions
+from reframe.video.decode import ColorInfo, DecodedFrame, iter_frames, read_video_info
+from reframe.video.encode import EncodeOptions, VideoWriter
 from tests.fixtures.media import make_clip, moving_square_frames, write_video
 from tests.fixtures.render import (
     BlendInterpolator,
@@ -187,6 +188,22 @@ def test_render_file_output_timing_audio_and_progress(
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_colour_tags_and_rotation_survive_a_render(tmp_path: Path) -> None:
+    color = ColorInfo(range=2, primaries=1, transfer=1, matrix=1)
+    src = tmp_path / "tagged.mp4"
+    with VideoWriter(
+        src, width=64, height=48, fps=Fraction(24), color=color, rotation=90
+    ) as writer:
+        for f in moving_square_frames(6, width=64, height=48):
+            writer.write(f)
+    out = tmp_path / "out.mov"
+    render_file(src, out, 48, BlendInterpolator())
+    info = read_video_info(out)
+    assert info.color == color
+    assert info.rotation == 90
+    assert (info.width, info.height) == (64, 48)
+
+
 def test_target_must_be_above_the_source_rate(tiny_clip: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"above the source's 24\.000 fps"):
         render_file(tiny_clip, tmp_path / "o.mp4", 24, BlendInterpolator())
@@ -255,3 +272,28 @@ def test_make_clip_fixture_renders(tmp_path: Path) -> None:
     report = render_file(clip, out, 48, BlendInterpolator())
     assert report.frames == 12
     assert read_video_info(out).width == 66
+
+
+def test_flip_ensemble_averages_plain_and_mirrored_passes() -> None:
+    class ShiftRight(BlendInterpolator):
+        """Deliberately asymmetric: a blend moved one pixel to the right."""
+
+        def interpolate(
+            self, img0: torch.Tensor, img1: torch.Tensor, timestep: torch.Tensor
+        ) -> torch.Tensor:
+            return torch.roll(super().interpolate(img0, img1, timestep), 1, dims=-1)
+
+    a = torch.rand(2, 3, 8, 10)
+    b = torch.rand(2, 3, 8, 10)
+    t = torch.tensor([0.25, 0.5])
+    inner = ShiftRight()
+    blended = BlendInterpolator().interpolate(a, b, t)
+    want = (torch.roll(blended, 1, dims=-1) + torch.roll(blended, -1, dims=-1)) / 2
+    torch.testing.assert_close(FlipEnsemble(inner).interpolate(a, b, t), want)
+    # Pairs shared through pair_index reach an inner interpolator that takes them.
+    paired = PairIndexBlend()
+    index = torch.tensor([0, 0, 1])
+    got = FlipEnsemble(paired).interpolate(a, b, torch.tensor([0.2, 0.6, 0.5]), pair_index=index)
+    assert got.shape == (3, 3, 8, 10)
+    assert paired.pairs == [2, 2]
+    torch.testing.assert_close(got[1], (0.4 * a[0] + 0.6 * b[0]))

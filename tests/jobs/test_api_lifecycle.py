@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from reframe.db.models import Job, JobStatus
 from reframe.jobs import transitions
-from reframe.jobs.progress import LiveProgress
+from reframe.jobs.progress import LiveProgress, RedisProgressStore
 from tests.fixtures.app import ApiFactory, ApiHarness, auth
 
 
@@ -143,3 +145,29 @@ def test_rate_limits_answer_429_with_retry_after(api_factory: ApiFactory) -> Non
     # Another key has its own bucket.
     _, key2 = api.create_account(paid=5)
     assert api.client.get("/me", headers=auth(key2)).status_code == 200
+
+
+@pytest.mark.redis
+def test_with_redis_limits_and_live_progress_are_shared_between_apps(
+    api_factory: ApiFactory, redis_url: str, redis_prefix: str
+) -> None:
+    # Two app instances (two API replicas) over one Redis: they share buckets and progress.
+    options = {
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "rate_limit_read_per_sec": 0.2,
+        "rate_limit_read_burst": 4,
+    }
+    first = api_factory(**options)
+    second = api_factory(**options)
+    _, key = first.create_account("shared@example.com", paid=50)
+    codes = [
+        app.client.get("/me", headers=auth(key)).status_code
+        for app in (first, second, first, second, first)
+    ]
+    assert codes == [200, 200, 200, 200, 429]
+    assert isinstance(first.app.state.progress, RedisProgressStore)
+    first.app.state.progress.put("job-x", LiveProgress("processing", 5, 10, 1.0, 1, 0.0))
+    got = second.app.state.progress.get("job-x")
+    assert got is not None
+    assert got.frames_done == 5

@@ -344,3 +344,26 @@ def test_a_cluster_that_cannot_take_renders_leaves_jobs_waiting(
         JobStatus.DONE,
         1,
     )
+
+
+def test_heartbeats_keep_a_long_render_from_a_second_dispatcher(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=5)
+    # The render takes several lease lengths; only heartbeats keep its lease fresh.
+    owner, _ = make_dispatcher("ok", lease_sec=1.0, heartbeat_sec=0.2)
+    owner.launcher._env["REFRAME_TEST_RENDER_STEP_SEC"] = "0.8"  # type: ignore[attr-defined]
+    rival, _ = make_dispatcher("ok", lease_sec=1.0, heartbeat_sec=0.2)
+    owner.tick()
+    assert owner.running
+    deadline = time.monotonic() + 120
+    while not job_of(sessions, job_id).status.is_terminal:
+        assert time.monotonic() < deadline
+        owner.tick()
+        report = rival.tick()
+        assert report.lost == report.adopted == [], "the rival took over a live render"
+        time.sleep(0.1)
+    job = job_of(sessions, job_id)
+    assert (job.status, job.attempts) == (JobStatus.DONE, 1)

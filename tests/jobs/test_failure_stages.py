@@ -1,0 +1,186 @@
+"""A failure at each stage of a real render (probe, decode, model, encode, store) ends the job
+`failed` with exactly one refund and a ledger that still sums to the balance (PostgreSQL, Ray).
+
+Each failure is a real one: garbage bytes, an object corrupted between planning and decoding,
+a corrupt weights file, an encoder preset libx264 refuses, a store that cannot take the output.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from reframe.config import Settings
+from reframe.db.models import Account, Job, JobStatus, LedgerEntry, LedgerReason
+from reframe.jobs import transitions
+from reframe.jobs.dispatcher import Dispatcher
+from reframe.jobs.driver import ProgressFn, run_attempt
+from reframe.jobs.launchers import SubprocessLauncher
+from reframe.jobs.lifecycle import JobLifecycle
+from reframe.pipeline.job import render_stored_job
+from reframe.pipeline.ray_pipeline import PipelineOptions
+from reframe.services import accounts, jobs, ledger, uploads
+from reframe.storage import build_storage
+from reframe.storage.base import Storage
+from reframe.video.encode import EncodeOptions
+from tests.fixtures.db import TestDatabase
+from tests.fixtures.media import make_clip
+
+pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.weights, pytest.mark.slow]
+
+
+class _Wrapped:
+    """A real storage with one operation replaced, to fail or to lie at a chosen moment."""
+
+    def __init__(self, inner: Storage, **overrides: Callable[..., Any]) -> None:
+        self._inner = inner
+        self._overrides = overrides
+
+    def __getattr__(self, name: str) -> Any:
+        return self._overrides.get(name) or getattr(self._inner, name)
+
+
+def accept_and_claim(db: TestDatabase, settings: Settings, clip: Path) -> tuple[str, str]:
+    storage = build_storage(settings)
+    with db.session() as session:
+        account, _ = accounts.create_account(
+            session, settings, f"{uuid.uuid4().hex[:10]}@example.com", free_xeconds=30
+        )
+        session.commit()
+        pre = uploads.presign(
+            session, storage, settings, account, filename="clip.mp4", content_type="video/mp4"
+        )
+        key, project_id = pre.file.storage_key, pre.project.id
+        session.commit()
+        storage.upload_file(clip, key, "video/mp4")
+        accepted = jobs.accept(
+            session,
+            storage,
+            settings,
+            session.get(Account, account.id),  # type: ignore[arg-type]
+            r2_key=key,
+            project_id=project_id,
+            target_fps=48,
+        )
+        job_id, account_id = accepted.job.id, account.id
+        session.commit()
+    with db.session() as session:  # what the dispatcher does when it claims the job
+        job = transitions.lock_job(session, job_id)
+        job.attempts = 1
+        transitions.record(session, job, JobStatus.COLD_START)
+        session.commit()
+    return job_id, account_id
+
+
+@pytest.fixture
+def stage_settings(postgres_db: TestDatabase, tmp_path: Path, rife_weights: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", database_url=postgres_db.url, rife_weights=rife_weights
+    )
+
+
+def run_stage(
+    stage: str, db: TestDatabase, settings: Settings, tmp_path: Path, rife_weights: Path
+) -> tuple[str, str]:
+    """Render with `stage` broken; returns (job id, who settled it: driver or dispatcher)."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=16, width=64, height=48)
+    job_id, _ = accept_and_claim(db, settings, clip)
+    storage: Storage = build_storage(settings)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        stored = settings.resolved_storage_dir / job.input_file.storage_key
+    weights = rife_weights
+    encode = EncodeOptions(crf=23, preset="ultrafast")
+    if stage == "probe":
+        stored.write_bytes(b"\x00not a video at all\x00" * 64)
+    elif stage == "decode":
+        # The driver probes and plans from an intact copy; the object the actors decode was
+        # overwritten after that (corrupted in storage between planning and decoding).
+        intact = tmp_path / "intact.mp4"
+        shutil.copy(stored, intact)
+        stored.write_bytes(b"\x00" * stored.stat().st_size)
+
+        @contextmanager
+        def local_path(key: str) -> Iterator[Path]:
+            yield intact
+
+        storage = _Wrapped(storage, local_path=local_path)  # type: ignore[assignment]
+    elif stage == "model":
+        weights = tmp_path / "corrupt-flownet.pkl"
+        weights.write_bytes(b"this is not a state dict")
+    elif stage == "encode":
+        encode = EncodeOptions(crf=23, preset="no-such-preset")
+    elif stage == "store":
+
+        def upload_file(path: Path, key: str, content_type: str) -> None:
+            raise OSError(28, "No space left on device", key)
+
+        storage = _Wrapped(storage, upload_file=upload_file)  # type: ignore[assignment]
+
+    def render(job: Job, progress: ProgressFn) -> str:
+        file_id, _ = render_stored_job(
+            job.id,
+            progress,
+            settings=settings,
+            storage=storage,
+            sessions=db.sessionmaker,
+            options=PipelineOptions(chunk_frames=8, actors=1),
+            encode=lambda watermark: EncodeOptions(
+                crf=encode.crf, preset=encode.preset, watermark=watermark
+            ),
+            weights=weights,
+        )
+        return file_id
+
+    try:
+        code = run_attempt(settings, job_id, 1, render)
+    except Exception as exc:
+        # Not a ReframeError: the driver process would exit non-zero, and the dispatcher
+        # settles the attempt. With no attempts left that is fail + refund.
+        last_rites = Dispatcher(
+            db.sessionmaker, SubprocessLauncher(settings), capacity=1, max_attempts=1
+        )
+        settled = last_rites._lost(job_id, 1, f"the render process exited with 1 ({exc!r})")
+        return (job_id, "dispatcher") if settled else (job_id, "nobody")
+    assert code == 1
+    return job_id, "driver"
+
+
+@pytest.mark.parametrize("stage", ["probe", "decode", "model", "encode", "store"])
+def test_a_failure_at_each_stage_refunds_exactly_once(
+    stage: str,
+    ray_runtime: ModuleType,
+    postgres_db: TestDatabase,
+    stage_settings: Settings,
+    tmp_path: Path,
+    rife_weights: Path,
+) -> None:
+    job_id, settled_by = run_stage(stage, postgres_db, stage_settings, tmp_path, rife_weights)
+    print(f"{stage}: settled by the {settled_by}")
+    with postgres_db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status is JobStatus.FAILED, stage
+        assert job.error, stage
+        assert job.refunded_xeconds == job.charged_xeconds
+        refund_rows = session.scalars(
+            select(LedgerEntry).where(
+                LedgerEntry.job_id == job_id, LedgerEntry.reason == LedgerReason.JOB_REFUND
+            )
+        ).all()
+        assert [r.delta for r in refund_rows] == [job.charged_xeconds]
+        total = session.scalar(
+            select(func.sum(LedgerEntry.delta)).where(LedgerEntry.account_id == job.account_id)
+        )
+        assert ledger.balance(session, job.account_id).total == total == 30
+    # A late report of the same failure (the dispatcher noticing the driver exit) adds nothing.
+    assert JobLifecycle(postgres_db.sessionmaker).fail(job_id, "late").changed is False

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from reframe.config import Settings
+from reframe.jobs.launchers import SECRET_FIELDS, settings_env, submission_id_for
+
+
+def test_settings_survive_the_trip_through_the_environment() -> None:
+    settings = Settings(
+        max_attempts=5, webhook_allow_private=True, redis_url="redis://h:1/0", lease_sec=2.5
+    )
+    env = settings_env(settings)
+    code = "import json; from reframe.config import Settings; print(Settings().model_dump_json())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout) == json.loads(settings.model_dump_json())
+
+
+def test_secrets_can_be_left_out() -> None:
+    settings = Settings(secret_key="x" * 40, s3_secret_access_key="hush", s3_access_key_id="id")
+    env = settings_env(settings, exclude=SECRET_FIELDS)
+    assert not {"REFRAME_SECRET_KEY", "REFRAME_S3_SECRET_ACCESS_KEY"} & set(env)
+    assert "hush" not in json.dumps(env)
+    assert settings_env(settings)["REFRAME_SECRET_KEY"] == "x" * 40
+
+
+def test_submission_ids_are_stable_per_attempt() -> None:
+    assert submission_id_for("abc", 2) == "reframe-abc-a2" == submission_id_for("abc", 2)
+    assert submission_id_for("abc", 1) != submission_id_for("abc", 2)
