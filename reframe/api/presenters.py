@@ -106,7 +106,9 @@ def job_summary(job: Job) -> JobSummary:
     )
 
 
-def project_public(project: Project, share_url: str | None) -> ProjectPublic:
+def project_public(
+    project: Project, share_url: str | None, share_page_url: str | None = None
+) -> ProjectPublic:
     return ProjectPublic(
         project_id=project.id,
         name=project.name,
@@ -115,4 +117,5 @@ def project_public(project: Project, share_url: str | None) -> ProjectPublic:
         outputs=[file_public(f) for f in project.files if f.role is FileRole.OUTPUT],
         jobs=[job_summary(j) for j in project.jobs],
         share_url=share_url,
+        share_page_url=share_page_url,
     )

@@ -270,7 +270,12 @@ class ProjectPublic(BaseModel):
     inputs: list[FilePublic]
     outputs: list[FilePublic]
     jobs: list[JobSummary]
-    share_url: str | None
+    share_url: str | None = Field(
+        description="JSON view of the live share link (GET /share/{token})"
+    )
+    share_page_url: str | None = Field(
+        default=None, description="HTML review page of the live share link, for people"
+    )
 
 
 class JobSummary(BaseModel):
@@ -331,7 +336,8 @@ class JobCreated(BaseModel):
 
 class ShareOut(BaseModel):
     token: str
-    url: str
+    url: str = Field(description="JSON view for API clients: GET /share/{token}")
+    page_url: str = Field(description="HTML review page to send to people: /s/{token}")
     project_id: str
     created_at: datetime
 

@@ -1,4 +1,4 @@
-"""`reframe accounts create | list` and `reframe credits grant`: operator commands.
+"""`reframe accounts create | list | set-password` and `reframe credits grant`: operator commands.
 
 They work on the database named by REFRAME_DATABASE_URL (default: SQLite under REFRAME_DATA_DIR)
 and migrate it first, so they are usable before the service has ever started.
@@ -7,7 +7,9 @@ and migrate it first, so they are usable before the service has ever started.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,7 +19,9 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Any) -> None:
-    accounts = subparsers.add_parser("accounts", help="create and list accounts (operator)")
+    accounts = subparsers.add_parser(
+        "accounts", help="create, list and set studio passwords of accounts (operator)"
+    )
     sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
 
     create = sub.add_parser(
@@ -33,6 +37,19 @@ def register(subparsers: Any) -> None:
         help="free xeconds to start with (default: REFRAME_FREE_XECONDS_ON_SIGNUP, 30)",
     )
     create.set_defaults(handler=_create)
+
+    password = sub.add_parser(
+        "set-password",
+        help="set an account's studio password (prompted, or read from stdin)",
+        description=(
+            "Give an account a password for the studio's login page, for example one made with "
+            "`accounts create`. On a terminal the password is prompted for twice; otherwise the "
+            "first line of standard input is used (`... set-password --email E < file`). The "
+            "account's existing studio sessions are ended."
+        ),
+    )
+    password.add_argument("--email", required=True)
+    password.set_defaults(handler=_set_password)
 
     listing = sub.add_parser("list", help="list accounts with their balances")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
@@ -71,6 +88,36 @@ def _create(args: argparse.Namespace) -> int:
     print(f"Created account {account.email} (id {account.id}) with {bal.free} free xeconds.")
     print("API key (shown once; store it now):")
     print(issued.plaintext)
+    return 0
+
+
+def _read_password() -> str:
+    """The new password: prompted twice on a terminal, else stdin's first line."""
+    from reframe.errors import InvalidInput
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat it: ") != first:
+            raise InvalidInput("the two passwords differ; nothing was changed")
+        return first
+    # Never from argv: command lines end up in shell history and `ps` output.
+    line = sys.stdin.readline()
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def _set_password(args: argparse.Namespace) -> int:
+    from reframe.services import accounts, web_auth
+
+    _, factory = _sessionmaker()
+    with factory() as session:
+        # The account first: a typo in the email should not cost the operator a prompt.
+        account = accounts.get_by_email(session, args.email)
+        web_auth.set_password(session, account, _read_password())
+        # Whoever held a session under the old password should not keep it.
+        web_auth.end_all_sessions(session, account.id)
+        session.commit()
+        email = account.email
+    print(f"Password set for {email}; it can log in to the studio at /login.")
     return 0
 
 

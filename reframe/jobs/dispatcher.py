@@ -255,9 +255,12 @@ class Dispatcher:
                 if self.lifecycle.progress is not None:
                     self.lifecycle.progress.clear(job_id)
                 return True
+        # The reason (exit codes, the driver's last log line) is for operators: it can name
+        # server paths and exception types, so the customer gets a plain sentence instead.
+        log.error("job %s failed for good after attempt %d: %s", job_id, attempt, reason)
         self.lifecycle.fail(
             job_id,
-            f"The render failed after {attempt} attempt(s): {reason}. Your xeconds were "
+            f"The render stopped unexpectedly ({attempt} attempt(s)). Your xeconds were "
             "refunded; retrying the job may succeed.",
             attempt=attempt,
         )

@@ -147,9 +147,15 @@ def test_share_link_lifecycle(api: ApiHarness) -> None:
     share = created.json()
     assert len(share["token"]) >= 22  # >= 128 bits in url-safe base64
     assert share["url"].endswith(f"/share/{share['token']}")
+    # Next to the JSON view, the page people open: the studio's /s/{token}, same token.
+    base = api.settings.public_base_url.rstrip("/")
+    assert share["page_url"] == f"{base}/s/{share['token']}"
     again = api.client.post(f"/projects/{pid}/share", headers=auth(key)).json()
     assert again["token"] == share["token"]
-    assert api.client.get(f"/projects/{pid}", headers=auth(key)).json()["share_url"] == share["url"]
+    project = api.client.get(f"/projects/{pid}", headers=auth(key)).json()
+    assert (project["share_url"], project["share_page_url"]) == (share["url"], share["page_url"])
+    listed = api.client.get("/projects", headers=auth(key)).json()["items"]
+    assert [p["share_page_url"] for p in listed] == [share["page_url"]]
 
     public = api.client.get(f"/share/{share['token']}")  # no key
     assert public.status_code == 200
@@ -164,6 +170,8 @@ def test_share_link_lifecycle(api: ApiHarness) -> None:
     assert api.client.delete(f"/projects/{pid}/share", headers=auth(other)).status_code == 403
     assert api.client.delete(f"/projects/{pid}/share", headers=auth(key)).status_code == 204
     assert api.client.get(f"/share/{share['token']}").status_code == 404
+    revoked = api.client.get(f"/projects/{pid}", headers=auth(key)).json()
+    assert (revoked["share_url"], revoked["share_page_url"]) == (None, None)
     assert api.client.delete(f"/projects/{pid}/share", headers=auth(key)).status_code == 404
     fresh = api.client.post(f"/projects/{pid}/share", headers=auth(key)).json()
     assert fresh["token"] != share["token"]

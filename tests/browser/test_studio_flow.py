@@ -1,4 +1,5 @@
-"""The studio in a real Chromium: sign up, key, upload with progress, estimate, render, share."""
+"""The studio in a real Chromium: sign up, key, upload with progress, estimate, render, share,
+cancel."""
 
 from __future__ import annotations
 
@@ -109,6 +110,9 @@ def test_sign_up_key_upload_estimate_render_share(
     expect(page.locator("#probe-duration")).to_have_text("2.00 s")
     option60 = page.locator('.option[data-fps="60"]')
     expect(option60).to_contain_text("2 xeconds")
+    # Bands read as the pricing table names them, not by their API names ("slomo").
+    expect(option60).to_contain_text("Smooth band")
+    expect(page.locator('.option[data-fps="120"]')).to_contain_text("Slo-mo band")
     expect(page.get_by_label(re.compile("^60 fps"))).to_be_enabled()
     expect(page.get_by_label(re.compile("^120 fps"))).to_be_enabled()
     # 240 fps costs 2 s x 4 = 8 xeconds, within the 30 free: everything is allowed here.
@@ -163,10 +167,21 @@ def test_sign_up_key_upload_estimate_render_share(
     gone = page.request.get(share_url)
     assert gone.status == 404
 
+    # No dispatcher runs here, so the render is still waiting: cancelling it refunds it all.
+    job = page.locator("article.job")
+    expect(job).to_have_attribute("data-status", re.compile("^(queued|no_workers)$"))
+    job.get_by_role("button", name="Cancel render").click()
+    expect(job).to_have_attribute("data-status", "cancelled")
+    expect(job.locator("[data-role=refund]")).to_have_text(
+        "2 xeconds were refunded to your balance."
+    )
+    expect(job.get_by_role("button", name="Cancel render")).to_have_count(0)
+    screenshots.take(page, "render-cancelled")
+
     # Phone width: nothing overflows sideways, and the keyboard reaches the main actions.
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{studio.base_url}/studio")
-    expect(page.locator("#balance-free")).to_have_text("28")
+    expect(page.locator("#balance-free")).to_have_text("30")
     overflow = page.evaluate(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from reframe.video.probe import ProbeLimits, probe_video
 from tests.browser.test_studio_flow import sign_up
-from tests.fixtures.browser import LiveStudio, Screenshots
+from tests.fixtures.browser import LiveStudio, Screenshots, rendering_studio
 from tests.fixtures.media import make_clip
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.weights, pytest.mark.slow]
@@ -84,12 +85,19 @@ def test_end_to_end_render_to_done_and_share(
     assert drift < 0.25
     screenshots.take(page, "done-slider")
 
-    # The download link serves an MP4 at the target rate.
+    # The download link serves an MP4 at the target rate: 2 s at 60 fps, with the audio kept.
     href = job.get_by_role("link", name="Download the render").get_attribute("href")
     assert href
     output = page.request.get(href)
     assert output.status == 200
     assert output.body()[4:8] == b"ftyp"
+    downloaded = tmp_path / "downloaded.mp4"
+    downloaded.write_bytes(output.body())
+    rendered = probe_video(downloaded, ProbeLimits())
+    assert abs(rendered.fps - 60) < 0.01
+    assert abs(rendered.frame_count - 120) <= 1
+    assert (rendered.width, rendered.height) == (128, 96)
+    assert rendered.has_audio
 
     page.get_by_role("button", name="Create share link").click()
     share_input = page.get_by_label("Review link")
@@ -106,3 +114,44 @@ def test_end_to_end_render_to_done_and_share(
         screenshots.take(viewer, "share-page-before-after")
     finally:
         anonymous.close()
+
+
+def test_failed_render_shows_the_reason_and_the_refund(
+    page: Page, screenshots: Screenshots, tmp_path: Path
+) -> None:
+    # A real failure, not a simulated one: the dispatcher runs pipelines/render.py, whose engine
+    # is configured with weights that do not exist. One attempt, because a retry would fail the
+    # same way and only double the test's time.
+    missing = tmp_path / "no-such-flownet.pkl"
+    with rendering_studio(tmp_path, rife_weights=missing, max_attempts=1) as studio:
+        clip = make_clip(tmp_path / "tiny.mp4", frames=24, fps=24, width=96, height=64)
+        sign_up(page, studio, "fails@example.com")
+        page.get_by_label("Video clip").set_input_files(str(clip))
+        page.get_by_role("button", name="Upload").click()
+        expect(page.locator("#estimate")).to_be_visible(timeout=30_000)
+        page.get_by_label(re.compile("^60 fps")).check()
+        page.get_by_role("button", name="Start render").click()
+        expect(page).to_have_url(re.compile(r"/studio/projects/[0-9a-f]{32}$"), timeout=15_000)
+
+        job = page.locator("article.job")
+        expect(job).to_have_attribute(
+            "data-status", re.compile("^(done|failed)$"), timeout=RENDER_TIMEOUT_MS
+        )
+        assert job.get_attribute("data-status") == "failed", studio.render_logs()  # type: ignore[attr-defined]
+        # The page shows the job's own reason (not its generic fallback), and the whole charge
+        # (1 s at 60 fps = 1 xecond) is back.
+        job_id = job.get_attribute("data-job-id")
+        record = page.request.get(f"{studio.base_url}/jobs/{job_id}").json()
+        assert record["error"]
+        assert record["refunded_xeconds"] == record["charged_xeconds"] == 1
+        expect(job.locator("[data-role=error]")).to_have_text(record["error"])
+        expect(job.locator("[data-role=refund]")).to_have_text(
+            "1 xecond was refunded to your balance."
+        )
+        expect(job).to_contain_text("Refunded")
+        expect(job.get_by_role("button", name="Cancel render")).to_have_count(0)
+        screenshots.take(page, "render-failed-refunded")
+
+        page.get_by_role("link", name="Dashboard").click()
+        free = str(studio.settings.free_xeconds_on_signup)
+        expect(page.locator("#balance-free")).to_have_text(free)

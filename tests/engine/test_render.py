@@ -259,11 +259,11 @@ def test_real_network_follows_known_motion(rife_weights: Path, tmp_path: Path) -
     scores = [psnr(rendered[k], truth[k]) for k in range(1, 16, 2)]
     for k in range(0, 17, 2):
         np.testing.assert_array_equal(rendered[k], truth[k])
-    assert min(scores) > 30, scores
-    assert float(np.mean(scores)) > 35, scores
+    # Measured 50.4 dB worst / 53.4 dB mean; 40 dB is issue 3's known-motion target.
+    assert min(scores) > 40, scores
     # And clearly better than a cross-fade.
     fades = [psnr(blend_uint8(truth[k - 1], truth[k + 1], 0.5), truth[k]) for k in range(1, 16, 2)]
-    assert float(np.mean(scores)) > float(np.mean(fades)) + 5
+    assert float(np.mean(scores)) > float(np.mean(fades)) + 15
 
 
 def test_make_clip_fixture_renders(tmp_path: Path) -> None:

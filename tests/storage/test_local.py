@@ -4,6 +4,7 @@ router through a real ASGI app, bytes on disk checked."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -362,7 +363,13 @@ def test_oversized_upload_stops_reading_the_body(local_storage: LocalStorage) ->
         "client": ("127.0.0.1", 1234),
         "server": ("testserver", 80),
     }
-    anyio.run(storage_app(local_storage), scope, receive, send)
+    # A fresh thread: pytest-playwright's sync API may already run an event loop in this one.
+    worker = threading.Thread(
+        target=anyio.run, args=(storage_app(local_storage), scope, receive, send)
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
     start = next(m for m in sent if m["type"] == "http.response.start")
     assert start["status"] == 413
     # 200 000 bytes fit in 3.05 chunks: the 4th one crosses the limit and reading stops there.

@@ -12,6 +12,7 @@ from reframe.api.errors import error_responses
 from reframe.api.presenters import project_public
 from reframe.api.schemas import DownloadOut, Page, ProjectPublic, ShareOut
 from reframe.config import Settings
+from reframe.db.models import Project, Share
 from reframe.services import projects, shares
 
 router = APIRouter(prefix="/projects", tags=["projects"])
@@ -19,6 +20,19 @@ router = APIRouter(prefix="/projects", tags=["projects"])
 
 def share_url(settings: Settings, token: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/share/{token}"
+
+
+def share_page_url(settings: Settings, token: str) -> str:
+    # The studio's review page (reframe/web): what a person opens, unlike the JSON `share_url`.
+    return f"{settings.public_base_url.rstrip('/')}/s/{token}"
+
+
+def _project_public(settings: Settings, project: Project, live: Share | None) -> ProjectPublic:
+    if live is None:
+        return project_public(project, None)
+    return project_public(
+        project, share_url(settings, live.token), share_page_url(settings, live.token)
+    )
 
 
 @router.get(
@@ -38,7 +52,7 @@ def list_projects(
     items = []
     for p in rows:
         live = shares.active_share(session, p.id)
-        items.append(project_public(p, share_url(settings, live.token) if live else None))
+        items.append(_project_public(settings, p, live))
     return Page[ProjectPublic](
         items=items,
         total=total,
@@ -59,7 +73,7 @@ def read_project(
 ) -> ProjectPublic:
     project = projects.owned_project(session, account, project_id)
     live = shares.active_share(session, project.id)
-    return project_public(project, share_url(settings, live.token) if live else None)
+    return _project_public(settings, project, live)
 
 
 @router.get(
@@ -100,6 +114,7 @@ def create_share(
     return ShareOut(
         token=share.token,
         url=share_url(settings, share.token),
+        page_url=share_page_url(settings, share.token),
         project_id=share.project_id,
         created_at=share.created_at,
     )

@@ -70,6 +70,9 @@
     if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
     return `${(n / 1024 / 1024).toFixed(1)} MiB`;
   }
+  function fmtXeconds(n) {
+    return `${n} ${n === 1 ? "xecond" : "xeconds"}`;
+  }
   function fmtSeconds(s) {
     if (s == null || !isFinite(s)) return "–";
     return `${Number(s).toFixed(2)} s`;
@@ -236,6 +239,7 @@
 
   const dashboard = {
     limits: null,
+    bandLabels: new Map(), // band name -> readable label, from GET /pricing/config
     upload: null, // {key, project_id} of the clip being priced
     hasKey: false,
   };
@@ -272,6 +276,7 @@
     const body = document.getElementById("pricing-bands");
     body.replaceChildren();
     for (const band of config.bands || []) {
+      if (band.label) dashboard.bandLabels.set(band.name, band.label);
       body.append(
         el(
           "tr",
@@ -417,6 +422,12 @@
     });
   }
 
+  // Estimates name the band by its stable API name; people read the label the pricing table
+  // shows (the config is loaded with the page, before any clip can be priced).
+  function bandLabel(name) {
+    return dashboard.bandLabels.get(name) || name;
+  }
+
   function showEstimate(estimate) {
     const probe = estimate.video;
     setText("probe-duration", fmtSeconds(probe.duration_sec));
@@ -448,7 +459,7 @@
       const detail = el(
         "span",
         { class: why ? "why" : "meta", id: `${id}-detail` },
-        why || `${option.charged_xeconds} xeconds · ${option.band} band · ${option.watermarked ? "watermarked (free xeconds)" : "clean (paid xeconds)"}`,
+        why || `${fmtXeconds(option.charged_xeconds)} · ${bandLabel(option.band)} band · ${option.watermarked ? "watermarked (free xeconds)" : "clean (paid xeconds)"}`,
       );
       const label = el("label", { for: id }, `${fps} fps`, detail);
       const row = el("div", { class: `option${allowed ? "" : " disabled"}`, "data-fps": String(fps) }, input, label);
@@ -491,12 +502,6 @@
     if (file.width) bits.push(`${file.width}×${file.height}`);
     if (file.duration_sec) bits.push(fmtSeconds(file.duration_sec));
     return bits.join(" · ");
-  }
-
-  // The review page for a share: the API's share_url is the JSON endpoint; people get /s/.
-  function sharePageUrl(share) {
-    const token = share.token || share.url.split("/").pop();
-    return `${window.location.origin}/s/${encodeURIComponent(token)}`;
   }
 
   async function loadProjects() {
@@ -549,12 +554,12 @@
       ["Target", fmtFps(job.target_fps)],
       ["Source", fmtFps(job.source_fps)],
       ["Duration", fmtSeconds(job.duration_sec)],
-      ["Charged", `${job.charged_xeconds} xeconds (${job.payment_kind || "–"})`],
+      ["Charged", `${fmtXeconds(job.charged_xeconds)} (${job.payment_kind || "–"})`],
       ["Watermarked", job.watermarked ? "yes (paid from free xeconds)" : "no"],
       ["Started", fmtDate(job.created_at)],
     ];
     if (job.finished_at) rows.push(["Finished", fmtDate(job.finished_at)]);
-    if (job.refunded_xeconds) rows.push(["Refunded", `${job.refunded_xeconds} xeconds`]);
+    if (job.refunded_xeconds) rows.push(["Refunded", fmtXeconds(job.refunded_xeconds)]);
     const dl = el("dl", { class: "details" });
     for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: v }));
     return dl;
@@ -571,6 +576,8 @@
     // A finished player is left alone: rebuilding it would interrupt playback.
     if (box.dataset.status === status && TERMINAL.has(status)) return box;
     box.dataset.status = status;
+    // Each poll rebuilds the box; a keyboard user on its cancel button must not lose focus.
+    const refocus = box.contains(document.activeElement) && document.activeElement.dataset.role === "cancel";
     box.replaceChildren();
     box.append(el("h3", { id: `job-${id}-title` }, `${job.target_fps} fps render `, statusBadge(status)));
     if (!TERMINAL.has(status)) {
@@ -582,10 +589,14 @@
       const frames = job.frames_total ? `${job.frames_done ?? 0} of ${job.frames_total} frames · ` : "";
       const eta = status === "processing" ? fmtEta(job.eta_sec) : "waiting to start";
       box.append(label, bar, el("p", { class: "small muted", "data-role": "eta", "aria-live": "polite", text: `${frames}${eta}` }));
+      box.append(cancelButton(job, refocus));
     } else if (status === "failed" || status === "cancelled") {
-      box.append(el("p", { class: "notice bad", "data-role": "error", text: job.error || "The render failed." }));
+      const fallback = status === "cancelled" ? "You cancelled this render." : "The render failed.";
+      // A cancellation is the owner's own choice, not an error: shown as information.
+      const tone = status === "cancelled" ? "info" : "bad";
+      box.append(el("p", { class: `notice ${tone}`, "data-role": "error", text: job.error || fallback }));
       const refunded = job.refunded_xeconds || 0;
-      box.append(el("p", { class: "notice ok", "data-role": "refund", text: refunded ? `${refunded} xeconds were refunded to your balance.` : "No xeconds were refunded." }));
+      box.append(el("p", { class: "notice ok", "data-role": "refund", tabindex: "-1", text: refunded ? `${fmtXeconds(refunded)} ${refunded === 1 ? "was" : "were"} refunded to your balance.` : "No xeconds were refunded." }));
     } else if (status === "done") {
       const slot = el("div", { "data-role": "player" }, el("p", { class: "muted", text: "Loading the player…" }));
       box.append(slot);
@@ -593,6 +604,31 @@
     }
     box.append(jobDetails(job));
     return box;
+  }
+
+  function cancelButton(job, focus) {
+    const button = el("button", { type: "button", class: "danger", "data-role": "cancel" }, "Cancel render");
+    const status = el("p", { class: "small", role: "status", "data-role": "cancel-status" });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      status.textContent = "Cancelling…";
+      try {
+        const cancelled = await api("POST", `/jobs/${encodeURIComponent(job.job_id)}/cancel`);
+        window.clearTimeout(projectState.timers.get(job.job_id));
+        projectState.timers.delete(job.job_id);
+        const box = renderJob(cancelled);
+        box.querySelector('[data-role="refund"]')?.focus();
+      } catch (error) {
+        // 409: it ended (done or failed) in the meantime; show what it became.
+        status.textContent = error.message;
+        button.disabled = false;
+        if (error.status === 409) {
+          api("GET", `/jobs/${encodeURIComponent(job.job_id)}`).then(renderJob, () => {});
+        }
+      }
+    });
+    if (focus) window.setTimeout(() => button.focus(), 0);
+    return el("div", { class: "actions" }, button, status);
   }
 
   async function mountPlayer(job, slot) {
@@ -613,6 +649,8 @@
     const tick = async () => {
       try {
         const job = await api("GET", `/jobs/${encodeURIComponent(jobId)}`);
+        // Cancelled from this page while the request was in flight: its answer is stale.
+        if (!projectState.timers.has(jobId)) return;
         if (TERMINAL.has(job.live_status)) {
           projectState.timers.delete(jobId);
           // Outputs appear in the project when a render finishes: reload files first.
@@ -674,7 +712,7 @@
     document.getElementById("share-create").addEventListener("click", async () => {
       try {
         const share = await api("POST", `/projects/${encodeURIComponent(projectState.id)}/share`);
-        renderShare(sharePageUrl(share));
+        renderShare(share.page_url);
         setText("share-status", "Share link created.");
         document.getElementById("share-url").focus();
       } catch (error) {
@@ -711,7 +749,7 @@
         renderJob(job);
         if (!TERMINAL.has(job.live_status)) schedulePoll(job.job_id);
       }
-      renderShare(project.share_url ? sharePageUrl({ url: project.share_url }) : null);
+      renderShare(project.share_page_url || null);
     }
     return project;
   }
