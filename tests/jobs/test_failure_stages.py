@@ -8,7 +8,6 @@ a corrupt weights file, an encoder preset libx264 refuses, a store that cannot t
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,19 +18,19 @@ import pytest
 from sqlalchemy import func, select
 
 from reframe.config import Settings
-from reframe.db.models import Account, Job, JobStatus, LedgerEntry, LedgerReason
-from reframe.jobs import transitions
+from reframe.db.models import Job, JobStatus, LedgerEntry, LedgerReason
 from reframe.jobs.dispatcher import Dispatcher
 from reframe.jobs.driver import ProgressFn, run_attempt
 from reframe.jobs.launchers import SubprocessLauncher
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.pipeline.job import render_stored_job
 from reframe.pipeline.ray_pipeline import PipelineOptions
-from reframe.services import accounts, jobs, ledger, uploads
+from reframe.services import ledger
 from reframe.storage import build_storage
 from reframe.storage.base import Storage
 from reframe.video.encode import EncodeOptions
 from tests.fixtures.db import TestDatabase
+from tests.fixtures.jobs import accept_uploaded_job
 from tests.fixtures.media import make_clip
 
 pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.weights, pytest.mark.slow]
@@ -49,35 +48,8 @@ class _Wrapped:
 
 
 def accept_and_claim(db: TestDatabase, settings: Settings, clip: Path) -> tuple[str, str]:
-    storage = build_storage(settings)
-    with db.session() as session:
-        account, _ = accounts.create_account(
-            session, settings, f"{uuid.uuid4().hex[:10]}@example.com", free_xeconds=30
-        )
-        session.commit()
-        pre = uploads.presign(
-            session, storage, settings, account, filename="clip.mp4", content_type="video/mp4"
-        )
-        key, project_id = pre.file.storage_key, pre.project.id
-        session.commit()
-        storage.upload_file(clip, key, "video/mp4")
-        accepted = jobs.accept(
-            session,
-            storage,
-            settings,
-            session.get(Account, account.id),  # type: ignore[arg-type]
-            r2_key=key,
-            project_id=project_id,
-            target_fps=48,
-        )
-        job_id, account_id = accepted.job.id, account.id
-        session.commit()
-    with db.session() as session:  # what the dispatcher does when it claims the job
-        job = transitions.lock_job(session, job_id)
-        job.attempts = 1
-        transitions.record(session, job, JobStatus.COLD_START)
-        session.commit()
-    return job_id, account_id
+    made = accept_uploaded_job(db, settings, clip, claim=True)
+    return made.job_id, made.account_id
 
 
 @pytest.fixture

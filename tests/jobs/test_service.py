@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -14,11 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from reframe.config import Settings
-from reframe.db.models import Account, File, Job, JobEvent, JobStatus, LedgerEntry, LedgerReason
+from reframe.db.models import File, Job, JobEvent, JobStatus, LedgerEntry, LedgerReason
 from reframe.jobs.service import ACTOR_NAME, default_capacity, start_dispatcher
-from reframe.services import accounts, jobs, uploads
-from reframe.storage import build_storage
 from tests.fixtures.db import TestDatabase
+from tests.fixtures.jobs import accept_uploaded_job
 from tests.fixtures.media import make_clip
 
 
@@ -29,29 +27,7 @@ def test_default_capacity_prefers_gpus() -> None:
 
 
 def accept(db: TestDatabase, settings: Settings, clip: Path) -> str:
-    storage = build_storage(settings)
-    with db.session() as session:
-        account, _ = accounts.create_account(
-            session, settings, f"{uuid.uuid4().hex[:10]}@example.com", free_xeconds=30
-        )
-        session.commit()
-        pre = uploads.presign(
-            session, storage, settings, account, filename="clip.mp4", content_type="video/mp4"
-        )
-        key, project_id = pre.file.storage_key, pre.project.id
-        session.commit()
-        storage.upload_file(clip, key, "video/mp4")
-        accepted = jobs.accept(
-            session,
-            storage,
-            settings,
-            session.get(Account, account.id),  # type: ignore[arg-type]
-            r2_key=key,
-            project_id=project_id,
-            target_fps=48,
-        )
-        session.commit()
-        return accepted.job.id
+    return accept_uploaded_job(db, settings, clip).job_id
 
 
 def status_of(db: TestDatabase, job_id: str) -> tuple[JobStatus, int, str | None]:

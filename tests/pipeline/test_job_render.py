@@ -3,7 +3,6 @@ registered output file, with status, progress and refunds through the job driver
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -12,7 +11,6 @@ from sqlalchemy import select
 
 from reframe.config import Settings
 from reframe.db.models import (
-    Account,
     File,
     FileRole,
     FileStatus,
@@ -20,48 +18,18 @@ from reframe.db.models import (
     JobStatus,
     LedgerEntry,
 )
-from reframe.jobs import transitions
 from reframe.pipeline.entry import main
-from reframe.services import accounts, jobs, uploads
 from reframe.storage import build_storage
 from tests.fixtures.db import TestDatabase
+from tests.fixtures.jobs import accept_uploaded_job
 from tests.fixtures.media import make_clip
 
 pytestmark = [pytest.mark.postgres, pytest.mark.ray]
 
 
 def accepted_free_job(db: TestDatabase, settings: Settings, clip: Path) -> str:
-    """What the API does for a free-credit account: presign, upload, accept; then what the
-    dispatcher does when it claims the job (attempt 1, cold start)."""
-    storage = build_storage(settings)
-    with db.session() as session:
-        account, _key = accounts.create_account(
-            session, settings, f"{uuid.uuid4().hex[:10]}@example.com", free_xeconds=30
-        )
-        session.commit()
-        presigned = uploads.presign(
-            session, storage, settings, account, filename="clip.mp4", content_type="video/mp4"
-        )
-        key, project_id = presigned.file.storage_key, presigned.project.id
-        session.commit()
-        storage.upload_file(clip, key, "video/mp4")
-        accepted = jobs.accept(
-            session,
-            storage,
-            settings,
-            session.get(Account, account.id),  # type: ignore[arg-type]
-            r2_key=key,
-            project_id=project_id,
-            target_fps=48,
-        )
-        job_id = accepted.job.id
-        session.commit()
-    with db.session() as session:
-        job = transitions.lock_job(session, job_id)
-        job.attempts = 1
-        transitions.record(session, job, JobStatus.COLD_START)
-        session.commit()
-    return job_id
+    """A free-credit job as the API accepts it and the dispatcher claims it (attempt 1)."""
+    return accept_uploaded_job(db, settings, clip, claim=True).job_id
 
 
 @pytest.fixture
