@@ -62,6 +62,7 @@ def create_app(
     app.state.storage = storage or build_storage(settings)
     app.state.engine = db_engine
     app.state.sessionmaker = make_sessionmaker(db_engine)
+    app.state.read_sessionmaker = make_sessionmaker(db_engine, read_mostly=True)
 
     install_error_handlers(app)
     for router in (me.router, pricing.router, uploads.router, jobs.router, projects.router):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reframe.config import Settings
@@ -32,9 +33,16 @@ def get_storage(request: Request) -> Storage:
     return storage
 
 
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request. Services commit what must persist; the rest is rolled back."""
-    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    factory: sessionmaker[Session] = (
+        request.app.state.read_sessionmaker
+        if request.method in _READ_METHODS
+        else request.app.state.sessionmaker
+    )
     session = factory()
     try:
         yield session
@@ -70,13 +78,24 @@ def get_current_account(
             csrf_header=request.headers.get(web_auth.CSRF_HEADER),
         )
         if studio_account is not None:
-            session.commit()
+            _commit_auth(request, session)
             return studio_account
     account = accounts.authenticate(session, token)
     # End the auth transaction now (it may have touched last_used_at) so that money-moving
     # services can open theirs with the account lock (reframe.db.session.lock_account).
-    session.commit()
+    _commit_auth(request, session)
     return account
+
+
+def _commit_auth(request: Request, session: Session) -> None:
+    try:
+        session.commit()
+    except OperationalError:
+        if request.method not in _READ_METHODS:
+            raise
+        # A read request on SQLite records a key's last use without holding the write lock
+        # and can lose that race to a concurrent writer; the next request records it.
+        session.rollback()
 
 
 CurrentAccount = Annotated[Account, Depends(get_current_account)]

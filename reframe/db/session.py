@@ -18,6 +18,12 @@ class LedgerIsAppendOnly(RuntimeError):
     """Raised when code tries to edit or delete a ledger row; corrections are new entries."""
 
 
+# Execution option for sessions that serve read requests (see make_engine's SQLite "begin").
+# Such a session may still write something small (a key's last use); the write then needs the
+# lock it did not take up front and can lose a race, which its caller tolerates.
+READ_MOSTLY = "reframe_read_mostly"
+
+
 def is_sqlite(url_or_engine: str | Engine) -> bool:
     url = url_or_engine if isinstance(url_or_engine, str) else str(url_or_engine.url)
     return url.startswith("sqlite")
@@ -47,7 +53,12 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # Every transaction takes the write lock up front. A deferred transaction that reads
+        if conn.get_execution_options().get(READ_MOSTLY):
+            # Polling reads (GET /jobs/{id} every few seconds) must not queue behind writers:
+            # in WAL mode a deferred transaction reads a snapshot without any lock.
+            conn.exec_driver_sql("BEGIN")
+            return
+        # Every other transaction takes the write lock up front. A deferred transaction that reads
         # and then writes fails at once with "database is locked" when another writer got in
         # between (SQLite cannot upgrade a stale snapshot and does not wait in that case).
         # Taking the lock first makes writers queue on the busy timeout instead. The cost is
@@ -68,8 +79,9 @@ def _refuse_ledger_changes(session: Session, _ctx: object, _instances: object) -
             )
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, *, read_mostly: bool = False) -> sessionmaker[Session]:
+    bind = engine.execution_options(**{READ_MOSTLY: True}) if read_mostly else engine
+    factory = sessionmaker(bind=bind, expire_on_commit=False)
     event.listen(factory, "before_flush", _refuse_ledger_changes)
     return factory
 
