@@ -51,6 +51,12 @@ def head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             "--num-gpus=0",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # The test session's own Ray (tests/fixtures/ray.py) already holds the default
+            # agent ports; a second head on them starts no job agent ("No available agent").
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
         ],
