@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     public_base_url: str = "http://127.0.0.1:8000"
+    # API replicas behind Ray Serve: each is one Python process (one GIL), so polling load
+    # spreads over cores only with more than one.
+    api_replicas: int = Field(default=2, ge=1)
     secret_key: str = DEV_SECRET
 
     # Launch limits from the public reference.

@@ -23,12 +23,14 @@ _bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# The two lookups below are `async def` only because they never block: FastAPI runs a plain
+# `def` dependency in its thread pool, and on a polled route those hops cost more than the work.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 

@@ -42,5 +42,7 @@ class ReframeAPI:
 
 def application(settings: dict[str, Any] | None = None) -> Application:
     """The bound deployment, ready for `serve.run`."""
-    app: Application = ReframeAPI.bind(settings)  # type: ignore[attr-defined]
+    replicas = int((settings or {}).get("api_replicas") or 1)
+    deployment = ReframeAPI.options(num_replicas=replicas)  # type: ignore[attr-defined]
+    app: Application = deployment.bind(settings)
     return app

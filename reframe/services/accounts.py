@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from reframe.config import Settings
 from reframe.db.base import utcnow
@@ -134,8 +134,11 @@ def authenticate(
     if not plaintext.startswith(KEY_PREFIX) or len(plaintext) < DISPLAY_PREFIX_LEN + 16:
         raise Unauthorized(_INVALID_KEY)
     presented = hash_key(plaintext)
+    # The account rides along in the same query: this runs on every request, polls included.
     candidates = session.scalars(
-        select(ApiKey).where(ApiKey.prefix == plaintext[:DISPLAY_PREFIX_LEN])
+        select(ApiKey)
+        .options(joinedload(ApiKey.account))
+        .where(ApiKey.prefix == plaintext[:DISPLAY_PREFIX_LEN])
     ).all()
     match: ApiKey | None = None
     for candidate in candidates:
@@ -144,7 +147,7 @@ def authenticate(
             match = candidate
     if match is None or match.revoked_at is not None:
         raise Unauthorized(_INVALID_KEY)
-    account = session.get(Account, match.account_id)
+    account = match.account
     if account is None or account.disabled:
         raise Unauthorized("This account is disabled; contact the operator of this service.")
     moment = now or utcnow()

@@ -8,7 +8,7 @@ directly, so a forgotten owner check cannot happen.
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from reframe.config import Settings
 from reframe.db.models import Account, File, Job, Project
@@ -44,7 +44,16 @@ def owned_upload(session: Session, account: Account, key: str) -> File:
 
 
 def owned_job(session: Session, account: Account, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+    # Everything GET /jobs/{id} shows, in two queries instead of four: clients poll this.
+    job = session.get(
+        Job,
+        job_id,
+        options=[
+            joinedload(Job.input_file),
+            joinedload(Job.output_file),
+            selectinload(Job.events),
+        ],
+    )
     if job is None:
         raise NotFound(f"job {job_id} not found")
     if job.account_id != account.id:
