@@ -57,8 +57,9 @@ def test_padding_matches_a_manual_pad(tiny_interpolator: Interpolator) -> None:
     img0, img1 = smooth_pair(1, 64, 128)
     crop0, crop1 = img0[..., :50, :100], img1[..., :50, :100]
     out = tiny_interpolator.interpolate(crop0, crop1, torch.tensor([0.5]))
-    padded0 = torch.nn.functional.pad(crop0, (0, 28, 0, 14))
-    padded1 = torch.nn.functional.pad(crop1, (0, 28, 0, 14))
+    # Edges are replicated into the padding, not zero-filled.
+    padded0 = torch.nn.functional.pad(crop0, (0, 28, 0, 14), mode="replicate")
+    padded1 = torch.nn.functional.pad(crop1, (0, 28, 0, 14), mode="replicate")
     with torch.inference_mode():
         manual = tiny_interpolator.net(padded0, padded1, torch.tensor([0.5]), scale_list(1.0))
     torch.testing.assert_close(out, manual[..., :50, :100].clamp(0, 1))
