@@ -42,7 +42,12 @@ class ReframeAPI:
 
 def application(settings: dict[str, Any] | None = None) -> Application:
     """The bound deployment, ready for `serve.run`."""
-    replicas = int((settings or {}).get("api_replicas") or 1)
+    # Without explicit values (`serve run serve_app:app`) the Settings default applies, read
+    # from the class rather than the environment: this runs at import of serve_app.
+    from reframe.config import Settings
+
+    default = Settings.model_fields["api_replicas"].default
+    replicas = int((settings or {}).get("api_replicas") or default)
     deployment = ReframeAPI.options(num_replicas=replicas)  # type: ignore[attr-defined]
     app: Application = deployment.bind(settings)
     return app
