@@ -18,4 +18,5 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from reframe.pipeline.entry import main
 
-    sys.exit(main())
+    # As a process of its own, this driver yields the CPU to the API (reframe.sched).
+    sys.exit(main(lower_priority=True))

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # API replicas behind Ray Serve: each is one Python process (one GIL), so polling load
     # spreads over cores only with more than one.
     api_replicas: int = Field(default=2, ge=1)
+    # On a machine that serves and renders, the API takes CPU priority over renders
+    # (reframe.sched); off leaves every Ray worker at Ray's own niceness.
+    process_priority: bool = True
     secret_key: str = DEV_SECRET
 
     # Launch limits from the public reference.

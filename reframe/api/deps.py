@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -38,7 +39,8 @@ async def get_storage(request: Request) -> Storage:
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+@contextmanager
+def request_session(request: Request) -> Iterator[Session]:
     """One session per request. Services commit what must persist; the rest is rolled back."""
     factory: sessionmaker[Session] = (
         request.app.state.read_sessionmaker
@@ -53,17 +55,27 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
+def get_session(request: Request) -> Iterator[Session]:
+    with request_session(request) as session:
+        yield session
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_current_account(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_current_account(request: Request, session: SessionDep, credentials: Credentials) -> Account:
+    return authenticate_request(request, session, credentials)
+
+
+def authenticate_request(
+    request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None
 ) -> Account:
-    """Who is calling. The one place a request is authenticated.
+    """Who is calling. The one place a request is authenticated (blocking: database reads).
 
     An API key when one is sent; otherwise the studio's session cookie (with its CSRF header on
     unsafe methods, see reframe.services.web_auth), so every protected route serves both.

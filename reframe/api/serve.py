@@ -28,9 +28,13 @@ class ReframeAPI:
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         from reframe.config import Settings
         from reframe.db import migrate
+        from reframe.sched import prefer_this_process
 
         # Explicit values from the launcher win; anything unset falls back to REFRAME_* env.
         self._settings = Settings(**(settings or {}))
+        if self._settings.process_priority:
+            # Polls must not queue behind renders sharing this machine (see reframe.sched).
+            prefer_this_process()
         # Idempotent, and makes `serve run serve_app:app` work on a fresh checkout.
         migrate(self._settings.resolved_database_url)
 

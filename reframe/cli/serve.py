@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -102,6 +103,9 @@ def start_service(
         # They must be in the environment before Ray starts: its processes inherit it.
         os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
         os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+        # With direct ingress a replica lingers 30 s by default while HAProxy stops routing to
+        # it, which made Ctrl-C take about 40 s; measured here, 2 s stops it in about 6 s.
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
         cluster = os.environ.get("RAY_ADDRESS")
         if cluster:
             # On a cluster's head node (cluster.yaml) the API and the dispatcher join the
@@ -135,6 +139,10 @@ def start_service(
     return service
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_for(args.host, args.port)
     service = start_service(settings, args.host, args.port)
@@ -143,6 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
     print("  reframe accounts create --email you@example.com")
     print(f'Then: curl -s {service.url}/me -H "Authorization: Bearer <your_api_key>"')
     print("Press Ctrl-C to stop.", flush=True)
+    # `kill`, `docker stop` and systemd send SIGTERM: stop as cleanly as on Ctrl-C, so Ray,
+    # Serve's HAProxy and the dispatcher do not outlive the command.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(1.0)

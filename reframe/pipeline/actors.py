@@ -77,8 +77,12 @@ class ChunkRenderer:
     def __init__(self, spec: RenderSpec) -> None:
         from reframe.engine.inference import Interpolator
         from reframe.engine.weights import resolve_weights
+        from reframe.sched import yield_to_the_api
         from reframe.storage import build_storage
 
+        if spec.settings.process_priority:
+            # Before torch starts its threads, so they inherit it (see reframe.sched).
+            yield_to_the_api()
         self.spec = spec
         self.storage: Storage = build_storage(spec.settings)
         weights = spec.weights or resolve_weights(spec.settings, pull_if_missing=True)

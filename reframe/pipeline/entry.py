@@ -342,7 +342,12 @@ def render_with_ray(args: argparse.Namespace, settings: Settings | None = None) 
             ray.shutdown()
 
 
-def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    lower_priority: bool = False,
+) -> int:
     from reframe.config import Settings
 
     parser = build_parser()
@@ -354,6 +359,10 @@ def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None)
         encode_options(args)
         if not args.job_id:
             check_file_request(args)
+        if lower_priority and settings.process_priority:
+            from reframe.sched import yield_to_the_api
+
+            yield_to_the_api()
         started = connect_ray(args.address, local_cpus=None)
         try:
             if args.job_id:

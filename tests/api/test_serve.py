@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -93,3 +94,29 @@ def test_canonical_workflow_over_serve_http(service: RunningService, tmp_path: P
         polled = http.get(f"/jobs/{job['job_id']}", headers=headers).json()
         assert polled["live_status"] == "queued"
         assert http.get("/me", headers=headers).json()["balance"]["free_xeconds"] == 28
+
+
+def _replica_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"ray::ServeReplica") and b"ReframeAPI" in title:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering niceness needs root or CAP_SYS_NICE")
+def test_api_replicas_run_ahead_of_ray_worker_niceness(service: RunningService) -> None:
+    from tests.test_sched import thread_niceness
+
+    pids = _replica_pids()
+    assert len(pids) == service.settings.api_replicas
+    for pid in pids:
+        # Ray starts workers at niceness 15, renders run at 19: the API asked for 0.
+        assert set(thread_niceness(pid).values()) == {0}, pid

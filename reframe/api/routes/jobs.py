@@ -5,8 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 
-from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
+from reframe.api.deps import (
+    Credentials,
+    CurrentAccount,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    authenticate_request,
+    request_session,
+)
 from reframe.api.errors import error_responses
 from reframe.api.presenters import job_public
 from reframe.api.routes.me import balance_out
@@ -79,17 +89,24 @@ def create_job(
     summary="Poll render status until done or failed",
     responses=error_responses(401, 403, 404, 500),
 )
-def read_job(
-    job_id: str,
-    request: Request,
-    account: CurrentAccount,
-    session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
+async def read_job(job_id: str, request: Request, credentials: Credentials) -> JobPublic:
+    # The hot path of every client (they poll this until done): authentication, the job read
+    # and the live-progress lookup run in one thread-pool hop instead of one per dependency.
+    # Each hop is a cross-thread hand-off that cost more than the work itself
+    # (bench/polling.py).
+    return await run_in_threadpool(_read_job, request, credentials, job_id)
+
+
+def _read_job(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, job_id: str
 ) -> JobPublic:
     from reframe.api.routes.jobs_lifecycle import with_live_progress
 
-    out = job_public(projects.owned_job(session, account, job_id), storage, settings)
+    state = request.app.state
+    with request_session(request) as session:
+        account = authenticate_request(request, session, credentials)
+        job = projects.owned_job(session, account, job_id)
+        out = job_public(job, state.storage, state.settings)
     return with_live_progress(request, out)
 
 
