@@ -24,7 +24,7 @@ def thread_niceness(pid: int) -> dict[int, int]:
 
 
 def run_child(code: str, *, start_niceness: int = 0) -> str:
-    prelude = "import os\nos.setpriority(os.PRIO_PROCESS, 0, %d)\n" % start_niceness
+    prelude = f"import os\nos.setpriority(os.PRIO_PROCESS, 0, {start_niceness})\n"
     done = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,
@@ -97,4 +97,5 @@ def test_without_privilege_the_api_keeps_its_niceness_and_says_why() -> None:
     )
     message, niceness = out.splitlines()
     assert niceness == "15"
-    assert "keeps niceness 15" in message and "CAP_SYS_NICE" in message
+    assert "keeps niceness 15" in message
+    assert "CAP_SYS_NICE" in message

@@ -173,6 +173,9 @@ class File(Base):
     size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # VideoProbe.to_dict() of the stored object, taken when its size was verified.
     probe: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The storage version (ObjectInfo.version) of the object that was probed and priced: an
+    # upload URL stays valid for a while, and a render must not run on bytes nobody paid for.
+    object_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Why a rejected upload was refused, and the HTTP status it was refused with.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_status: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 
 def connect(url: str) -> redis.Redis:
@@ -13,6 +14,20 @@ def connect(url: str) -> redis.Redis:
     import redis
 
     client: redis.Redis = redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=30,
+    )
+    return client
+
+
+def connect_async(url: str) -> redis.asyncio.Redis:
+    """The asyncio twin of `connect`, for calls made on the API's event loop."""
+    import redis.asyncio
+
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=2.0,

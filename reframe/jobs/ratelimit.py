@@ -2,11 +2,14 @@
 
 The Redis bucket is refilled and spent inside one Lua script, timed by the Redis server's own
 clock, so concurrent API replicas neither race nor disagree about time. The in-process bucket is
-the same arithmetic under a lock, for embedded mode (one API process).
+the same arithmetic under a lock, for embedded mode: there each API replica counts on its own,
+so a key can reach the limit once per replica. Splitting the limit between replicas instead
+would refuse a client whose requests all land on one of them, below the limit it was promised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -18,6 +21,7 @@ from reframe.errors import RateLimited
 
 if TYPE_CHECKING:
     import redis
+    from redis.commands.core import AsyncScript
 
     from reframe.config import Settings
 
@@ -108,15 +112,39 @@ return {allowed, tostring(tokens), tostring(retry)}
 
 
 class RedisRateLimiter:
-    def __init__(self, client: redis.Redis, prefix: str = "reframe:") -> None:
+    """The bucket in Redis. `take` blocks; `atake` is the same script from an asyncio client,
+    so the API's middleware spends a token without a thread-pool hop (`url` enables it)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "reframe:", *, url: str | None = None):
         self._prefix = prefix
         self._script = client.register_script(_TAKE_LUA)
+        self._url = url
+        # redis.asyncio clients belong to the event loop they first ran on: one per loop.
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncScript] | None = None
+
+    def _keys(self, key: str) -> list[str]:
+        return [f"{self._prefix}ratelimit:{key}"]
+
+    @staticmethod
+    def _args(limit: RateLimit, cost: float) -> list[str]:
+        return [repr(limit.rate_per_sec), str(limit.burst), repr(cost)]
 
     def take(self, key: str, limit: RateLimit, cost: float = 1.0) -> Decision:
-        allowed, remaining, retry = self._script(
-            keys=[f"{self._prefix}ratelimit:{key}"],
-            args=[repr(limit.rate_per_sec), str(limit.burst), repr(cost)],
-        )
+        allowed, remaining, retry = self._script(keys=self._keys(key), args=self._args(limit, cost))
+        return Decision(bool(int(allowed)), float(remaining), float(retry))
+
+    async def atake(self, key: str, limit: RateLimit, cost: float = 1.0) -> Decision:
+        if self._url is None:
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(self.take, key, limit, cost)
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            from reframe.jobs._redis import connect_async
+
+            self._async = (loop, connect_async(self._url).register_script(_TAKE_LUA))
+        script = self._async[1]
+        allowed, remaining, retry = await script(keys=self._keys(key), args=self._args(limit, cost))
         return Decision(bool(int(allowed)), float(remaining), float(retry))
 
 
@@ -142,9 +170,22 @@ class RequestLimits:
     def check(self, key: str, kind: Kind) -> None:
         """Spend one token from `key`'s bucket or raise `RateLimited` (429, Retry-After)."""
         limit = self.read if kind == "read" else self.write
+        if limit.enabled:
+            self._enforce(kind, limit, self.limiter.take(f"{kind}:{key}", limit))
+
+    async def acheck(self, key: str, kind: Kind) -> None:
+        """`check` for the event loop: Redis is awaited, the in-process bucket is just taken."""
+        limit = self.read if kind == "read" else self.write
         if not limit.enabled:
             return
-        decision = self.limiter.take(f"{kind}:{key}", limit)
+        if isinstance(self.limiter, RedisRateLimiter):
+            decision = await self.limiter.atake(f"{kind}:{key}", limit)
+        else:
+            decision = self.limiter.take(f"{kind}:{key}", limit)  # a lock and arithmetic
+        self._enforce(kind, limit, decision)
+
+    @staticmethod
+    def _enforce(kind: Kind, limit: RateLimit, decision: Decision) -> None:
         if not decision.allowed:
             wait = max(1, math.ceil(decision.retry_after))
             raise RateLimited(
@@ -159,5 +200,7 @@ def rate_limiter(settings: Settings) -> RateLimiter:
     if settings.redis_url:
         from reframe.jobs._redis import connect
 
-        return RedisRateLimiter(connect(settings.redis_url), prefix=settings.redis_prefix)
+        return RedisRateLimiter(
+            connect(settings.redis_url), prefix=settings.redis_prefix, url=settings.redis_url
+        )
     return MemoryRateLimiter()

@@ -39,6 +39,7 @@ class JobInput:
     project_id: str
     input_key: str
     input_filename: str
+    input_version: str | None
     target_fps: int
     watermarked: bool
 
@@ -58,9 +59,27 @@ def load_job(session: Session, job_id: str) -> JobInput:
         project_id=job.project_id,
         input_key=job.input_file.storage_key,
         input_filename=job.input_file.filename,
+        input_version=job.input_file.object_version,
         target_fps=job.target_fps,
         watermarked=job.watermarked,
     )
+
+
+def check_input_unchanged(storage: Storage, job: JobInput) -> None:
+    """Refuse to render (or to deliver) bytes other than the ones this job was priced on.
+
+    The upload URL stays valid for a while after the job is accepted; a client that PUT a
+    longer clip under the same key would otherwise get it rendered for the shorter clip's price.
+    """
+    if job.input_version is None:  # priced before versions were recorded (migration 0004)
+        return
+    info = storage.head(job.input_key)
+    if info is None or info.version != job.input_version:
+        raise Conflict(
+            "The uploaded file was replaced or removed after this job was priced, so it was "
+            "not rendered and your xeconds were refunded. Upload the clip again and start a "
+            "new job."
+        )
 
 
 def output_filename(input_filename: str, target_fps: int, suffix: str = ".mp4") -> str:
@@ -113,6 +132,7 @@ def render_stored_job(
 
     with sessions() as session:
         job = load_job(session, job_id)
+    check_input_unchanged(storage, job)
     with tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp:
         name = output_filename(job.input_filename, job.target_fps)
         local = Path(tmp) / name
@@ -129,6 +149,9 @@ def render_stored_job(
             run_id=f"{job.job_id}-a{job.attempt}",
             scenes=scenes,
         )
+        # Actors read the input while they render: a rewrite in the meantime could have mixed
+        # two clips into one output.
+        check_input_unchanged(storage, job)
         key = new_object_key(f"outputs/{job.account_id}/{job.project_id}", name)
         storage.upload_file(local, key, "video/mp4")
         size = local.stat().st_size

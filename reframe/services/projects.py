@@ -44,14 +44,14 @@ def owned_upload(session: Session, account: Account, key: str) -> File:
 
 
 def owned_job(session: Session, account: Account, job_id: str) -> Job:
-    # Everything GET /jobs/{id} shows, in two queries instead of four: clients poll this.
+    # Everything GET /jobs/{id} shows, in one query instead of four: clients poll this.
     job = session.get(
         Job,
         job_id,
         options=[
             joinedload(Job.input_file),
             joinedload(Job.output_file),
-            selectinload(Job.events),
+            joinedload(Job.events),
         ],
     )
     if job is None:

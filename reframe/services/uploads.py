@@ -139,7 +139,12 @@ def verify_input(
             f"nothing has been uploaded under {file.storage_key!r} yet: PUT the file to the "
             "upload_url from POST /upload/presign first"
         )
-    if file.status is FileStatus.READY and file.probe is not None and file.size_bytes == info.size:
+    if (
+        file.status is FileStatus.READY
+        and file.probe is not None
+        and file.size_bytes == info.size
+        and file.object_version == info.version
+    ):
         return file.probe
 
     if info.size > settings.max_upload_bytes:
@@ -164,6 +169,7 @@ def verify_input(
         _reject(session, storage, file, exc)
         raise
     file.size_bytes = info.size
+    file.object_version = info.version
     file.probe = probe.to_dict()
     file.status = FileStatus.READY
     session.commit()

@@ -28,6 +28,8 @@ class ObjectInfo:
     key: str
     size: int
     content_type: str | None
+    # Changes whenever the object is written again (S3's ETag; size, mtime and inode on disk).
+    version: str | None = None
 
 
 class Storage(Protocol):

@@ -196,12 +196,18 @@ class LocalStorage:
     def head(self, key: str) -> ObjectInfo | None:
         path = self.path_for(key)
         try:
-            size = path.stat().st_size
+            stat = path.stat()
         except FileNotFoundError:
             return None
         if not path.is_file():
             return None
-        return ObjectInfo(key=key, size=size, content_type=mimetypes.guess_type(path.name)[0])
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            content_type=mimetypes.guess_type(path.name)[0],
+            # Uploads land by rename, so a rewrite always brings a new inode and mtime.
+            version=f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}",
+        )
 
     def delete(self, key: str) -> None:
         path = self.path_for(key)

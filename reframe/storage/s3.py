@@ -132,7 +132,10 @@ class S3Storage:
                 f"object storage refused HEAD {key!r}: {_error_code(exc)}"
             ) from exc
         return ObjectInfo(
-            key=key, size=int(meta["ContentLength"]), content_type=meta.get("ContentType")
+            key=key,
+            size=int(meta["ContentLength"]),
+            content_type=meta.get("ContentType"),
+            version=meta.get("ETag"),
         )
 
     def delete(self, key: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.fixtures.app import ApiFactory, ApiHarness, auth
@@ -153,3 +155,37 @@ def test_local_put_refuses_more_than_the_limit(api_factory: ApiFactory) -> None:
     resp = api.client.put(up["upload_url"], content=b"x" * 2001, headers=up["headers"])
     assert resp.status_code == 413
     assert api.app.state.storage.head(up["key"]) is None
+
+
+def _padded_to(path: Path, size: int) -> Path:
+    """`path` grown to exactly `size` bytes with a trailing MP4 `free` box (players skip it)."""
+    data = path.read_bytes()
+    pad = size - len(data)
+    assert pad >= 8, "the clip to pad must be the smaller one"
+    path.write_bytes(data + pad.to_bytes(4, "big") + b"free" + bytes(pad - 8))
+    return path
+
+
+def test_a_replaced_upload_is_probed_again_even_at_the_same_size(api: ApiHarness) -> None:
+    _, key = api.create_account(free=0, paid=100)
+    longer = make_clip(api.tmp_path / "long.mp4", frames=96, fps=24)  # 4 s
+    shorter = _padded_to(
+        make_clip(api.tmp_path / "short.mp4", frames=24, fps=24), longer.stat().st_size
+    )
+    up = api.presign(key, "clip.mp4")
+    api.put(up, shorter)
+    status, body = _estimate(api, key, up["key"])
+    assert status == 200, body
+    assert body["options"][0]["charged_xeconds"] == 1  # type: ignore[index]
+
+    api.put(up, longer)  # the same upload URL, the same size, four times the video
+    status, body = _estimate(api, key, up["key"])
+    assert status == 200, body
+    assert body["options"][0]["charged_xeconds"] == 4  # type: ignore[index]
+    job = api.client.post(
+        "/jobs",
+        headers=auth(key),
+        json={"r2_key": up["key"], "project_id": up["project_id"], "target_fps": 60},
+    )
+    assert job.status_code == 200, job.text
+    assert job.json()["charged_xeconds"] == 4

@@ -87,3 +87,25 @@ def test_request_limits_from_settings() -> None:
     with pytest.raises(RateLimited):
         limits.check("k", "write")
     limits.check("k", "read")  # the read bucket is separate
+
+
+@pytest.mark.redis
+def test_the_api_loop_spends_from_the_same_redis_bucket(redis_url: str, redis_prefix: str) -> None:
+    import asyncio
+
+    settings = Settings(
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        rate_limit_read_per_sec=0.001,
+        rate_limit_read_burst=4,
+    )
+    limits = RequestLimits.from_settings(settings)
+
+    async def poll_three() -> None:
+        for _ in range(3):
+            await limits.acheck("shared-key", "read")
+
+    asyncio.run(poll_three())
+    limits.check("shared-key", "read")  # the fourth token, spent from a blocking caller
+    with pytest.raises(RateLimited):
+        asyncio.run(poll_three())  # a fresh event loop gets its own client, same bucket

@@ -94,7 +94,7 @@ def test_job_renders_into_a_registered_watermarked_output(
     assert key in stored
 
 
-def test_unreadable_input_fails_the_job_and_refunds(
+def test_an_input_replaced_after_pricing_is_not_rendered_and_is_refunded(
     ray_runtime: ModuleType, postgres_db: TestDatabase, job_settings: Settings, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=24, width=64, height=48)
@@ -102,8 +102,10 @@ def test_unreadable_input_fails_the_job_and_refunds(
     with postgres_db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        stored = job_settings.resolved_storage_dir / job.input_file.storage_key
-    stored.write_bytes(stored.read_bytes()[:300])  # the object got truncated after acceptance
+        key = job.input_file.storage_key
+    # The upload URL is still valid: the client PUTs a four times longer clip under the key.
+    longer = make_clip(tmp_path / "longer.mp4", frames=96, width=64, height=48)
+    build_storage(job_settings).upload_file(longer, key, "video/mp4")
 
     code = main(["--job-id", job_id, "--attempt", "1"], settings=job_settings)
     assert code == 1
@@ -112,7 +114,9 @@ def test_unreadable_input_fails_the_job_and_refunds(
         job = session.get(Job, job_id)
         assert job is not None
         assert job.status is JobStatus.FAILED
-        assert job.error
+        assert job.error is not None
+        assert "replaced or removed after this job was priced" in job.error
+        assert job.output_file_id is None
         assert job.refunded_xeconds == job.charged_xeconds
         refunds = session.scalars(
             select(LedgerEntry).where(LedgerEntry.job_id == job_id, LedgerEntry.delta > 0)
