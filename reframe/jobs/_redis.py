@@ -1,25 +1,26 @@
-"""Redis connection helper shared by the Redis-backed stores. Imported lazily by the factories."""
+"""Redis connection helpers shared by the Redis-backed stores. Imported lazily by the factories."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
+# Clients return `str`, and short timeouts make a dead Redis fail a request fast.
+_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 5.0,
+    "health_check_interval": 30,
+}
+
 
 def connect(url: str) -> redis.Redis:
-    """A client that returns `str`, with short timeouts so a dead Redis fails a request fast."""
     import redis
 
-    client: redis.Redis = redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        health_check_interval=30,
-    )
+    client: redis.Redis = redis.Redis.from_url(url, **_OPTIONS)
     return client
 
 
@@ -27,11 +28,5 @@ def connect_async(url: str) -> redis.asyncio.Redis:
     """The asyncio twin of `connect`, for calls made on the API's event loop."""
     import redis.asyncio
 
-    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        health_check_interval=30,
-    )
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **_OPTIONS)
     return client
