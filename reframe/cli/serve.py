@@ -67,6 +67,30 @@ def settings_for(host: str, port: int) -> Settings:
     return Settings(public_base_url=f"http://{shown}:{port}")
 
 
+# Ray's dashboard agent serves the job API on this fixed port; a second local Ray on the
+# machine cannot take it, and then no render could ever be submitted.
+RAY_AGENT_PORT = 52365
+
+
+def check_local_ray_ports(port: int = RAY_AGENT_PORT) -> None:
+    """Refuse to start a local Ray whose job agent could not listen (renders would wait forever)."""
+    import socket
+
+    from reframe.errors import Conflict
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As Ray's own server does: sockets left in TIME_WAIT by a stopped Ray do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            raise Conflict(
+                f"port {port}, where Ray's job agent listens, is taken ({exc.strerror}): another "
+                "Ray is probably running on this machine. Stop it (`ray stop`), or serve on it "
+                "with RAY_ADDRESS=auto."
+            ) from exc
+
+
 def start_background_services(settings: Settings) -> list[Callable[[], None]]:
     """Start what runs next to the API in the same Ray; return how to stop each.
 
@@ -112,6 +136,7 @@ def start_service(
             # running cluster, so renders spread over its GPU workers.
             ray.init(address=cluster, log_to_driver=False)
         else:
+            check_local_ray_ports()
             ray.init(
                 address="local",
                 num_cpus=available_cpus(),

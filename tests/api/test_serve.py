@@ -120,3 +120,16 @@ def test_api_replicas_run_ahead_of_ray_worker_niceness(service: RunningService) 
     for pid in pids:
         # Ray starts workers at niceness 15, renders run at 19: the API asked for 0.
         assert set(thread_niceness(pid).values()) == {0}, pid
+
+
+def test_a_local_ray_is_refused_when_its_job_agent_port_is_taken() -> None:
+    from reframe.cli.serve import check_local_ray_ports
+    from reframe.errors import Conflict
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(Conflict, match=f"port {port}.*another Ray.*RAY_ADDRESS=auto"):
+            check_local_ray_ports(port)
+    check_local_ray_ports(port)  # released: a Ray could start

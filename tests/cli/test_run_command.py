@@ -21,7 +21,7 @@ from tests.fixtures.media import make_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.ray, pytest.mark.own_ray]
 
 
 def readme_workflow(api: str, key: str) -> str:
