@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     max_attempts: int = 2
     job_time_base_sec: float = 300.0
     job_time_per_frame_sec: float = 2.0
+    # A job still waiting for render capacity this long after it was accepted is failed and
+    # refunded, so no credit is held for ever by a cluster that never takes it (0 = wait on).
+    max_queue_wait_sec: float = Field(default=24 * 3600.0, ge=0)
     idempotency_ttl_sec: int = 24 * 3600
 
     # Engine.

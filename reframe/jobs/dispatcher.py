@@ -65,6 +65,7 @@ class TickReport:
     adopted: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -81,6 +82,7 @@ class Dispatcher:
         max_attempts: int = 2,
         time_base_sec: float = 300.0,
         time_per_frame_sec: float = 2.0,
+        max_queue_wait_sec: float = 0.0,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
@@ -96,6 +98,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.time_base_sec = time_base_sec
         self.time_per_frame_sec = time_per_frame_sec
+        self.max_queue_wait = timedelta(seconds=max_queue_wait_sec) if max_queue_wait_sec else None
         self._attempts: dict[str, _Attempt] = {}
         self.submit_backoff_sec = 5.0
         self._submit_retry_at = 0.0
@@ -120,6 +123,7 @@ class Dispatcher:
             max_attempts=settings.max_attempts,
             time_base_sec=settings.job_time_base_sec,
             time_per_frame_sec=settings.job_time_per_frame_sec,
+            max_queue_wait_sec=settings.max_queue_wait_sec,
         )
 
     # -- helpers ----------------------------------------------------------------------------
@@ -138,8 +142,30 @@ class Dispatcher:
         self._heartbeat()
         self._watch(report)
         self._reap(report)
+        self._expire_waiting(report)
         self._claim(report)
         return report
+
+    def _expire_waiting(self, report: TickReport) -> None:
+        """Fail and refund jobs that have waited for capacity longer than the limit."""
+        if self.max_queue_wait is None:
+            return
+        cutoff = utcnow() - self.max_queue_wait
+        with self.sessions() as session:
+            stale = session.scalars(
+                select(Job.id).where(Job.status.in_(WAITING), Job.created_at < cutoff)
+            ).all()
+        hours = self.max_queue_wait.total_seconds() / 3600
+        for job_id in stale:
+            settled = self.lifecycle.fail(
+                job_id,
+                f"No render capacity became free within {hours:g} h of accepting this job, so "
+                "it was not rendered and your xeconds were refunded. Start it again later.",
+                only_from=WAITING,  # claimed in the meantime: no longer waiting
+            )
+            if settled.changed:
+                log.warning("job %s waited longer than %s for capacity; failed", job_id, hours)
+                report.expired.append(job_id)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()

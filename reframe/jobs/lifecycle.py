@@ -9,7 +9,7 @@ call twice: a job that already moved on is left alone and the call reports it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,11 +87,22 @@ class JobLifecycle:
         self._publish([event])
         return True
 
-    def fail(self, job_id: str, error: str, *, attempt: int | None = None) -> Settled:
-        """`failed` with a readable error and a refund of everything not yet refunded."""
+    def fail(
+        self,
+        job_id: str,
+        error: str,
+        *,
+        attempt: int | None = None,
+        only_from: Collection[JobStatus] | None = None,
+    ) -> Settled:
+        """`failed` with a readable error and a refund of everything not yet refunded.
+
+        `only_from`: leave the job alone unless, under its lock, it is still in one of these.
+        """
         with self.sessions() as session:
             job = transitions.lock_job(session, job_id)
-            if job.status.is_terminal or self._stale(job, attempt):
+            moved_on = only_from is not None and job.status not in only_from
+            if job.status.is_terminal or self._stale(job, attempt) or moved_on:
                 session.rollback()
                 return Settled(job.status, 0, False)
             job.error = error[:MAX_ERROR_CHARS]

@@ -113,6 +113,15 @@ def ended(sessions: sessionmaker[Session], job_id: str) -> Callable[[], bool]:
     return lambda: job_of(sessions, job_id).status.is_terminal
 
 
+def unlaunchable(url: str, tmp_path: Path) -> SubprocessLauncher:
+    """A launcher whose every submission fails, like a cluster that cannot take renders."""
+    return SubprocessLauncher(
+        Settings(database_url=url),
+        command=lambda job, attempt: [str(tmp_path / "no-such-interpreter")],
+        log_dir=tmp_path,
+    )
+
+
 def test_capacity_queues_the_rest_as_no_workers_then_runs_them(
     db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
 ) -> None:
@@ -328,11 +337,7 @@ def test_a_cluster_that_cannot_take_renders_leaves_jobs_waiting(
     url, sessions = db
     account = account_with_credit(sessions, paid=20)
     job_id = accepted_job(sessions, account, charge=5)
-    launcher = SubprocessLauncher(
-        Settings(database_url=url),
-        command=lambda job, attempt: [str(tmp_path / "no-such-interpreter")],
-        log_dir=tmp_path,
-    )
+    launcher = unlaunchable(url, tmp_path)
     dispatcher = Dispatcher(sessions, launcher, capacity=1, max_attempts=1)
     for _ in range(3):
         dispatcher.tick()
@@ -350,6 +355,40 @@ def test_a_cluster_that_cannot_take_renders_leaves_jobs_waiting(
         JobStatus.DONE,
         1,
     )
+
+
+def test_a_job_waiting_past_the_queue_limit_is_failed_and_refunded_once(
+    db: tuple[str, sessionmaker[Session]], tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from reframe.db.base import utcnow
+
+    url, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    old = accepted_job(sessions, account, charge=5)
+    recent = accepted_job(sessions, account, charge=5)
+    with sessions() as s:  # accepted two hours ago, and the cluster never took it
+        job = s.get(Job, old)
+        assert job is not None
+        job.created_at = utcnow() - timedelta(hours=2)
+        s.commit()
+    launcher = unlaunchable(url, tmp_path)
+    dispatcher = Dispatcher(sessions, launcher, capacity=1, max_queue_wait_sec=3600)
+    expired: list[str] = []
+    for _ in range(3):
+        expired += dispatcher.tick().expired
+        dispatcher._submit_retry_at = 0.0
+    assert expired == [old]
+    failed = job_of(sessions, old)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None
+    assert "No render capacity became free within 1 h" in failed.error
+    assert refunds(sessions, old) == [5]
+    assert job_of(sessions, recent).status is JobStatus.NO_WORKERS
+    assert refunds(sessions, recent) == []
+    with sessions() as s:
+        assert ledger.balance(s, account.id).paid == 15
 
 
 def test_heartbeats_keep_a_long_render_from_a_second_dispatcher(

@@ -90,6 +90,20 @@ def test_failure_refunds_once_even_when_reported_twice(pg_sessions: sessionmaker
     assert [e.status if e else None for e in got] == ["cold_start", "failed", None]
 
 
+def test_a_conditional_failure_leaves_a_job_that_moved_on(
+    pg_sessions: sessionmaker[Session],
+) -> None:
+    account = account_with_credit(pg_sessions, paid=50)
+    job_id = accepted_job(pg_sessions, account, charge=12)
+    life = JobLifecycle(pg_sessions)
+    assert life.advance(job_id, JobStatus.COLD_START)  # claimed after the waiting list was read
+    waiting = (JobStatus.QUEUED, JobStatus.NO_WORKERS)
+    settled = life.fail(job_id, "waited too long", only_from=waiting)
+    assert (settled.status, settled.refunded, settled.changed) == (JobStatus.COLD_START, 0, False)
+    assert load(pg_sessions, job_id).status is JobStatus.COLD_START
+    assert refunds_of(pg_sessions, job_id) == []
+
+
 def test_concurrent_failure_reports_refund_once(pg_sessions: sessionmaker[Session]) -> None:
     account = account_with_credit(pg_sessions, paid=40)
     job_id = accepted_job(pg_sessions, account, charge=8)
