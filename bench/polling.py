@@ -268,55 +268,19 @@ async def _poll(
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--url", help="poll an already running service (needs --key, --job)")
-    parser.add_argument("--key")
-    parser.add_argument("--job")
-    parser.add_argument(
-        "--path",
-        default="/jobs/{job_id}",
-        help="what to poll; /healthz gives the Serve baseline without database or auth",
-    )
-    parser.add_argument("--startup-timeout", type=float, default=300.0)
-    parser.add_argument(
-        "--wait-done",
-        action="store_true",
-        help="let the render finish before polling (measures polling without a render running)",
-    )
-    parser.add_argument(
-        "--during-render",
-        action="store_true",
-        help="poll while the job renders (a clip long enough to outlast the run): how polling "
-        "fares when renders share the machine",
-    )
-    parser.add_argument(
-        "--client",
-        choices=("raw", "httpx"),
-        default="raw",
-        help="load generator: a minimal HTTP/1.1 client (default) or httpx",
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "polling.json")
-    args = parser.parse_args()
-    if (args.wait_done or args.during_render) and args.url:
-        parser.error("--wait-done and --during-render apply to the service this script starts")
-    if args.wait_done and args.during_render:
-        parser.error("choose one of --wait-done and --during-render")
-
+def measure(args: argparse.Namespace, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One measurement: against --url, or against a service started here with `extra_env`."""
     proc: subprocess.Popen[bytes] | None = None
     result: dict[str, Any] = {
         "rate": args.rate,
         "seconds": args.seconds,
         "wait_done": args.wait_done,
         "during_render": args.during_render,
+        "env": extra_env or {},
         "load_average_before": os.getloadavg(),
     }
     try:
         if args.url:
-            if not (args.key and args.job):
-                parser.error("--url needs --key and --job")
             url, key, job_id = args.url.rstrip("/"), args.key, args.job
         else:
             data_dir = Path(tempfile.mkdtemp(prefix="reframe-bench-"))
@@ -327,6 +291,7 @@ def main() -> int:
                 "REFRAME_DATA_DIR": str(data_dir),
                 "REFRAME_RATE_LIMIT_READ_PER_SEC": str(max(1000.0, args.rate * 4)),
                 "REFRAME_RATE_LIMIT_READ_BURST": str(int(max(1000.0, args.rate * 4))),
+                **(extra_env or {}),
             }
             log_path = data_dir / "service.log"
             with log_path.open("wb") as log:
@@ -354,17 +319,86 @@ def main() -> int:
             result["status_after"] = job_status(url, key, job_id)
     finally:
         if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # `reframe serve` stops Ray and Serve on Ctrl-C
+            proc.send_signal(signal.SIGTERM)  # `reframe serve` stops Ray, Serve and HAProxy
             try:
                 proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    latency = result["latency_ms"]
+    return f"p50 {latency['p50']} ms, p99 {latency['p99']} ms (target p99 < 20 ms)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--url", help="poll an already running service (needs --key, --job)")
+    parser.add_argument("--key")
+    parser.add_argument("--job")
+    parser.add_argument(
+        "--path",
+        default="/jobs/{job_id}",
+        help="what to poll; /healthz gives the Serve baseline without database or auth",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--wait-done",
+        action="store_true",
+        help="let the render finish before polling (measures polling without a render running)",
+    )
+    parser.add_argument(
+        "--during-render",
+        action="store_true",
+        help="poll while the job renders (a clip long enough to outlast the run): how polling "
+        "fares when renders share the machine",
+    )
+    parser.add_argument(
+        "--compare-priority",
+        action="store_true",
+        help="with --during-render: measure with REFRAME_PROCESS_PRIORITY on, then off, "
+        "back to back, and report the ratio of their p99",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator: a minimal HTTP/1.1 client (default) or httpx",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "polling.json")
+    args = parser.parse_args()
+    if (args.wait_done or args.during_render) and args.url:
+        parser.error("--wait-done and --during-render apply to the service this script starts")
+    if args.wait_done and args.during_render:
+        parser.error("choose one of --wait-done and --during-render")
+    if args.compare_priority and not args.during_render:
+        parser.error("--compare-priority needs --during-render (priority matters under load)")
+    if args.url and not (args.key and args.job):
+        parser.error("--url needs --key and --job")
+
+    if args.compare_priority:
+        runs = {
+            "priority_on": measure(args, {"REFRAME_PROCESS_PRIORITY": "true"}),
+            "priority_off": measure(args, {"REFRAME_PROCESS_PRIORITY": "false"}),
+        }
+        p99_on = runs["priority_on"]["latency_ms"]["p99"]
+        p99_off = runs["priority_off"]["latency_ms"]["p99"]
+        report: dict[str, Any] = {**runs, "p99_ratio_off_over_on": round(p99_off / p99_on, 2)}
+    else:
+        report = measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    p99 = result["latency_ms"]["p99"]
-    print(f"p50 {result['latency_ms']['p50']} ms, p99 {p99} ms (target p99 < 20 ms)")
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    if args.compare_priority:
+        for name in ("priority_on", "priority_off"):
+            print(f"{name}: {summary(report[name])}")
+        print(f"p99 without priority / with: {report['p99_ratio_off_over_on']}x")
+    else:
+        print(summary(report))
     return 0
 
 
