@@ -294,8 +294,6 @@ def _stitch(
     source: Path,
     info: Any,
 ) -> None:
-    from reframe.video.encode import can_copy_audio, container_format
-
     with contextlib.ExitStack() as stack:
         segments = [
             Segment(
@@ -306,15 +304,7 @@ def _stitch(
             for chunk, result in zip(chunks, results, strict=True)
         ]
         output.parent.mkdir(parents=True, exist_ok=True)
-        audio = None
-        if info.audio_codec:
-            fmt = container_format(output)
-            if not can_copy_audio(fmt, info.audio_codec):
-                raise InvalidInput(
-                    f"{info.audio_codec} audio cannot be carried into a {output.suffix} file "
-                    "without re-encoding; choose .mkv or .mov output"
-                )
-            audio = source
+        audio = source if info.audio_codec else None
         # Each segment's encoder already tagged the stream with the render's colour
         # description (the source's, or RGB/full range for lossless); the stitched stream
         # takes it from the first segment unchanged.

@@ -92,8 +92,11 @@ def stitch_segments(
     colour: ColourInfo | None = None,
 ) -> StitchResult:
     """Write `segments` (in output order) to `dest`, then the first audio stream of
-    `audio_source`, if it has one, copied unchanged."""
+    `audio_source`, if it has one: copied unchanged where `dest`'s container can hold it,
+    re-encoded otherwise (PCM from a camera into MP4, say)."""
     import av
+
+    from reframe.video.encode import AudioCarrier, container_format
 
     if not segments:
         raise RenderError("there are no segments to stitch")
@@ -107,35 +110,25 @@ def stitch_segments(
         expected += segment.frames
 
     inputs = [av.open(str(s.path)) for s in segments]
-    audio_in = av.open(str(audio_source)) if audio_source is not None else None
+    audio: AudioCarrier | None = None
     try:
         template = inputs[0].streams.video[0]
         with av.open(str(dest), mode="w", options=_muxer_options(dest)) as out:
             video_out = out.add_stream_from_template(template)
             if colour is not None:
                 _apply_colour(video_out, colour)
-            audio_pair = None
-            if audio_in is not None and audio_in.streams.audio:
-                audio_stream = audio_in.streams.audio[0]
-                audio_pair = (audio_stream, out.add_stream_from_template(audio_stream))
+            # Before the first packet: the muxer writes its header then, with every stream.
+            audio = AudioCarrier(out, audio_source, container_format(dest))
             written = 0
             for segment, container in zip(segments, inputs, strict=True):
                 written += _copy_segment(container, segment, video_out, template, frame_rate, out)
-            audio_packets = 0
-            if audio_pair is not None:
-                assert audio_in is not None
-                source, target = audio_pair
-                for packet in audio_in.demux(source):
-                    if packet.dts is None:  # the demuxer's end-of-stream marker
-                        continue
-                    packet.stream = target
-                    out.mux(packet)
-                    audio_packets += 1
+            audio.pump(until=None)
+            audio_packets = audio.packets
     finally:
         for container in inputs:
             container.close()
-        if audio_in is not None:
-            audio_in.close()
+        if audio is not None:
+            audio.close()
     if written != expected:
         raise RenderError(f"stitched {written} frames but the plan has {expected}")
     return StitchResult(path=dest, frames=written, audio_packets=audio_packets)

@@ -184,7 +184,7 @@ class VideoWriter:
         self._container: Any = av.open(str(path), mode="w", format=self._fmt)
         try:
             self._stream = self._add_video_stream(rotation)
-            self._audio = _AudioCarrier(self._container, audio_from, self._fmt, self._start)
+            self._audio = AudioCarrier(self._container, audio_from, self._fmt)
         except Exception:
             self._container.close()
             raise
@@ -308,7 +308,7 @@ class VideoWriter:
             self.abort()
 
 
-class _AudioCarrier:
+class AudioCarrier:
     """Moves the source's first audio stream into the output, in step with the video.
 
     Packets are pulled lazily up to the video's current time so the muxer can interleave
@@ -316,7 +316,7 @@ class _AudioCarrier:
     source's), which the container turns into an edit list where needed.
     """
 
-    def __init__(self, container: Any, source: Path | None, fmt: str, start: Fraction) -> None:
+    def __init__(self, container: Any, source: Path | None, fmt: str) -> None:
         import av
 
         self._out_container = container
@@ -324,8 +324,11 @@ class _AudioCarrier:
         self._packets: Any = None
         self._pending: Any = None
         self._resampler: Any = None
+        self._rate = 48000
+        self._next_pts: int | None = None  # re-encoding: the next output sample's timestamp
         self.copied = False
         self.reencoded = False
+        self.packets = 0  # audio packets muxed into the output
         if source is None:
             return
         self._input = av.open(str(source), mode="r")
@@ -352,6 +355,7 @@ class _AudioCarrier:
             self._out.layout = layout_name
             self._out.format = "fltp"  # what both AAC and Opus encoders take
             self._resampler = av.AudioResampler(format="fltp", layout=layout_name, rate=rate)
+            self._rate = rate
             # Opened now: the muxer writes its header at the first video packet, and an encoder
             # opened after that has no way to declare its parameters (avcodec_open2 fails).
             self._out.codec_context.open()
@@ -382,22 +386,36 @@ class _AudioCarrier:
         if self.copied:
             packet.stream = self._out
             self._out_container.mux(packet)
+            self.packets += 1
             return
         for frame in packet.decode():
+            if self._next_pts is None:
+                # The video keeps the source's timestamps, so the audio starts where the
+                # source's did (clamped at 0: an encoder takes no negative start), not at 0,
+                # which would shift it against the picture by the source's offset.
+                first = float(frame.time) if frame.time is not None else 0.0
+                self._next_pts = max(0, round(first * self._rate))
             for resampled in self._resampler.resample(frame):
-                resampled.pts = None  # the encoder restamps from its own sample count
-                for out in self._out.encode(resampled):
-                    self._out_container.mux(out)
+                self._encode(resampled)
+
+    def _encode(self, resampled: Any) -> None:
+        # Contiguous from the first sample: the resampler's own stamps drift with its delay.
+        resampled.pts = self._next_pts or 0
+        resampled.time_base = Fraction(1, self._rate)
+        self._next_pts = resampled.pts + resampled.samples
+        self._mux_encoded(self._out.encode(resampled))
+
+    def _mux_encoded(self, packets: Any) -> None:
+        for out in packets:
+            self._out_container.mux(out)
+            self.packets += 1
 
     def _finish(self) -> None:
         self._packets = None
         if self.reencoded:
             for resampled in self._resampler.resample(None):
-                resampled.pts = None
-                for out in self._out.encode(resampled):
-                    self._out_container.mux(out)
-            for out in self._out.encode(None):
-                self._out_container.mux(out)
+                self._encode(resampled)
+            self._mux_encoded(self._out.encode(None))
 
     def close(self) -> None:
         if self._input is not None:

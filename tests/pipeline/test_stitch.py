@@ -11,7 +11,7 @@ import pytest
 
 from reframe.errors import RenderError
 from reframe.pipeline.stitch import ColourInfo, Segment, stitch_segments
-from tests.fixtures.media import make_clip, moving_square_frames
+from tests.fixtures.media import make_clip, make_pcm_clip, moving_square_frames, sound_onset
 
 FPS = Fraction(60)
 
@@ -124,3 +124,22 @@ def test_segments_from_different_encoders_are_refused(tmp_path: Path) -> None:
     b = Segment(encode(tmp_path / "b.mp4", frames[10:], B_FRAMES), 10, 10)
     with pytest.raises(RenderError, match="encoded differently"):
         stitch_segments([a, b], tmp_path / "out.mp4", frame_rate=FPS)
+
+
+def test_audio_mp4_cannot_hold_is_reencoded_in_step(tmp_path: Path) -> None:
+    import av
+
+    # PCM, as many cameras record it: an MP4 output needs it re-encoded, at its own offset.
+    picture = moving_square_frames(24, width=64, height=48)
+    source = make_pcm_clip(tmp_path / "camera.mkv", picture, audio_delay_samples=4000)
+    segments = split(tmp_path, moving_square_frames(60, width=96, height=64), [0, 30, 60], LOSSLESS)
+    out = tmp_path / "out.mp4"
+    result = stitch_segments(segments, out, frame_rate=FPS, audio_source=source)
+    assert result.frames == 60
+    assert result.audio_packets > 0
+    with av.open(str(out)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "aac"
+        samples = sum(f.samples for f in container.decode(stream))
+    assert abs(samples - 8000) < 2048  # the half second of sound, give or take AAC framing
+    assert sound_onset(out) == pytest.approx(0.25, abs=0.002)  # heard 0.25 s in, as recorded

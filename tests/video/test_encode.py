@@ -15,7 +15,7 @@ from reframe.video.encode import (
     apply_watermark,
     watermark_box,
 )
-from tests.fixtures.media import moving_square_frames
+from tests.fixtures.media import make_pcm_clip, moving_square_frames, sound_onset
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,32 +95,22 @@ def test_audio_is_copied_packet_for_packet(tiny_clip_with_audio: Path, tmp_path:
 
 
 def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path) -> None:
-    src = tmp_path / "pcm.mkv"
     frames = moving_square_frames(12, width=64, height=48)
-    with av.open(str(src), "w") as c:
-        video = c.add_stream("libx264", rate=24)
-        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        audio = c.add_stream("pcm_s16le", rate=16000)
-        audio.layout = "mono"
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            for p in video.encode(vf):
-                c.mux(p)
-        for p in video.encode():
-            c.mux(p)
-        samples = (np.sin(np.arange(8000) / 5) * 8000).astype(np.int16)[None, :]
-        af = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        af.sample_rate, af.pts = 16000, 0
-        for p in audio.encode(af):
-            c.mux(p)
-        for p in audio.encode():
-            c.mux(p)
+    src = make_pcm_clip(tmp_path / "pcm.mkv", frames)
     out = encode(tmp_path / "out.mp4", frames, fps=Fraction(24), audio_from=src)
     assert read_video_info(out).audio_codec == "aac"
     with av.open(str(out)) as c:
         decoded = sum(f.samples for f in c.decode(c.streams.audio[0]))
     assert abs(decoded - 8000) < 2048  # the whole half second, give or take AAC framing
+
+
+def test_reencoded_audio_keeps_its_offset_from_the_picture(tmp_path: Path) -> None:
+    frames = moving_square_frames(24, width=64, height=48)
+    src = make_pcm_clip(tmp_path / "late.mkv", frames, audio_delay_samples=4000)  # 0.25 s late
+    assert sound_onset(src) == pytest.approx(0.25, abs=0.001)
+    out = encode(tmp_path / "out.mp4", frames, fps=Fraction(24), audio_from=src)
+    assert read_video_info(out).audio_codec == "aac"
+    assert sound_onset(out) == pytest.approx(0.25, abs=0.002)  # heard when the source had it
 
 
 def test_watermark_is_visible_in_the_corner_and_scales(tmp_path: Path) -> None:
