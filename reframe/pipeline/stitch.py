@@ -1,4 +1,5 @@
-"""Join encoded segments into one file without re-encoding, and add the source's audio.
+"""Join encoded segments into one file without re-encoding them, and add the source's audio
+(copied, or re-encoded where the output container cannot hold it).
 
 Every segment was encoded with the same settings and starts on a keyframe, so the compressed
 packets can be copied as they are; only their timestamps move. Each segment is placed by the
