@@ -19,6 +19,7 @@ from reframe.api.deps import (
 )
 from reframe.api.errors import error_responses
 from reframe.api.presenters import job_public
+from reframe.api.routes.jobs_lifecycle import with_live_progress
 from reframe.api.routes.me import balance_out
 from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
 from reframe.services import jobs, projects
@@ -100,8 +101,6 @@ async def read_job(job_id: str, request: Request, credentials: Credentials) -> J
 def _read_job(
     request: Request, credentials: HTTPAuthorizationCredentials | None, job_id: str
 ) -> JobPublic:
-    from reframe.api.routes.jobs_lifecycle import with_live_progress
-
     state = request.app.state
     with request_session(request) as session:
         account = authenticate_request(request, session, credentials)
