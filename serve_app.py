@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from reframe.api.serve import ReframeAPI, application
+from reframe.serving import ReframeAPI, application
 
 
 def build(args: dict[str, Any]) -> Application:

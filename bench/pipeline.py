@@ -46,12 +46,14 @@ def make_source(path: Path, frames: int, width: int, height: int) -> Path:
 def bare_engine(source: Path, output: Path, fps: Fraction, threads: int) -> dict[str, Any]:
     from reframe.config import Settings
     from reframe.engine.inference import Interpolator
-    from reframe.engine.render import render_file
+    from reframe.engine.render_core import render_file
     from reframe.engine.weights import resolve_weights
     from reframe.video.encode import EncodeOptions
 
     started = time.perf_counter()
-    interpolator = Interpolator(resolve_weights(Settings()), threads=threads)
+    settings = Settings()
+    weights = resolve_weights(settings.model_dir, settings.rife_weights)
+    interpolator = Interpolator(weights, threads=threads)
     loaded = time.perf_counter()
     # Warm up (first-call costs of the analysis and of oneDNN at this size) on a 3-frame clip,
     # so the timed render is what a long clip sees; the actors pay theirs in their start-up.
@@ -90,27 +92,27 @@ def pipeline(
     threads: int = 1,
 ) -> dict[str, Any]:
     from reframe.config import Settings
-    from reframe.pipeline.actors import EngineOptions
-    from reframe.pipeline.ray_pipeline import PipelineOptions, run_render
+    from reframe.options import RenderOptions
+    from reframe.pipeline.actors import WorkerConfig
+    from reframe.pipeline.ray_pipeline import run_render
     from reframe.storage import build_storage
-    from reframe.video.encode import EncodeOptions
 
     settings = Settings(data_dir=work / f"data-{actors}")
     storage = build_storage(settings)
     storage.upload_file(source, "bench/source.mp4", "video/mp4")
     started = time.perf_counter()
     result = run_render(
-        settings=settings,
         storage=storage,
+        worker=WorkerConfig.from_settings(settings),
         input_key="bench/source.mp4",
         output=output,
         target_fps=fps,
-        encode=EncodeOptions(preset="fast"),
-        options=PipelineOptions(
+        options=RenderOptions(
+            preset="fast",
             chunk_frames=chunk_frames,
             actors=actors,
             num_cpus=float(threads) if threads > 1 else None,
-            engine=EngineOptions(threads=threads),
+            threads=threads,
         ),
     )
     wall = time.perf_counter() - started
@@ -138,7 +140,7 @@ def main() -> int:
 
     import ray
 
-    from reframe.config import available_cpus
+    from reframe.sched import available_cpus
 
     cores = available_cpus()
     big = (320, 180, 16) if args.quick else (1280, 720, 48)

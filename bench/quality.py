@@ -142,7 +142,7 @@ def run_clip(
     use_ffmpeg: bool,
     ensemble: bool = False,
 ) -> list[Score]:
-    from reframe.engine.render import render_file
+    from reframe.engine.render_core import render_file
     from reframe.video.decode import iter_frames
     from reframe.video.encode import EncodeOptions
 
@@ -167,7 +167,7 @@ def run_clip(
     scores.append(Score(name, k, "reframe RIFE 4.26", p, s, len(dropped), seconds))
 
     if ensemble:
-        from reframe.engine.render import FlipEnsemble
+        from reframe.engine.render_core import FlipEnsemble
 
         out = workdir / f"{name}_k{k}_rife_flip.mp4"
         started = time.perf_counter()
@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     from reframe.engine.inference import Interpolator
     from reframe.engine.weights import resolve_weights
 
-    weights = resolve_weights(Settings(), pull_if_missing=True, log=print)
+    settings = Settings()
+    weights = resolve_weights(settings.model_dir, settings.rife_weights, log=print)
     interpolator = Interpolator(weights, threads=args.threads, precision=args.precision)
     clips: list[tuple[str, list[np.ndarray], Fraction]] = []
     bbb, bbb_fps = bigbuckbunny(args.frames, bt601=args.bt601)

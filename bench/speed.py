@@ -29,9 +29,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reframe.config import Settings, available_cpus
+from reframe.config import Settings
 from reframe.engine.ifnet import IFNet, padding_unit, scale_list
 from reframe.engine.weights import load_state_dict, resolve_weights
+from reframe.sched import available_cpus
 
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -131,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    weights = resolve_weights(Settings(), log=lambda m: print(m, file=sys.stderr))
+    settings = Settings()
+    weights = resolve_weights(
+        settings.model_dir, settings.rife_weights, log=lambda m: print(m, file=sys.stderr)
+    )
     net = IFNet.from_state_dict(load_state_dict(weights)).eval()
     scales = scale_list(1.0)
     unit = padding_unit(1.0)

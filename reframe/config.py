@@ -7,7 +7,6 @@ a process starts, and pass the object down. Tests build their own `Settings(...)
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -140,6 +139,14 @@ class Settings(BaseSettings):
     max_queue_wait_sec: float = Field(default=24 * 3600.0, ge=0)
     idempotency_ttl_sec: int = 24 * 3600
 
+    # How the service renders its jobs (reframe.options.RenderOptions.from_settings).
+    render_codec: Literal["h264", "hevc"] = "h264"
+    render_crf: int = Field(default=18, ge=0, le=51)
+    render_preset: str = "medium"
+    render_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    render_chunk_frames: int = Field(default=48, ge=2)
+    render_actor_memory_gb: float | None = Field(default=None, gt=0)
+
     # Engine.
     model_dir: Path = Field(default_factory=_default_model_dir)
     rife_weights: Path | None = None  # offline override for the RIFE 4.26 state dict
@@ -172,11 +179,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings from the environment of the calling process."""
     return Settings()
-
-
-def available_cpus() -> int:
-    """Cores this process may run on (cgroup/affinity aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)

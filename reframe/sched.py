@@ -1,4 +1,4 @@
-"""CPU priority of Reframe's own processes, so a render never starves the API.
+"""CPU priority and core count of Reframe's own processes, so a render never starves the API.
 
 Ray starts every worker process at niceness 15 (its `worker_niceness`), the API's Serve replicas
 and the render actors alike. On a machine that both serves and renders (a laptop, a small
@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 
 API_NICENESS = 0
 RENDER_NICENESS = 19
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (cgroup/affinity aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def set_niceness(value: int) -> bool:

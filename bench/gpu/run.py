@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: this benchmark needs a GPU", file=sys.stderr)
         return 2
     torch.backends.cudnn.benchmark = True
-    weights = resolve_weights(Settings(), log=lambda m: print(m, file=sys.stderr))
+    settings = Settings()
+    weights = resolve_weights(
+        settings.model_dir, settings.rife_weights, log=lambda m: print(m, file=sys.stderr)
+    )
     results = []
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
     print(f"{'size':6} {'precision':9} {'batch':>5} {'fps':>8}")

@@ -33,13 +33,19 @@ def create_app(
     storage: Storage | None = None,
     engine: Engine | None = None,
 ) -> FastAPI:
-    """Build the API. `storage` and `engine` default to what `settings` describes.
+    """Build the API (without the studio: reframe.app.build_app composes both). `storage` and
+    `engine` default to what `settings` describes.
 
     The database must already be migrated (reframe.db.migrate): the app never changes schema.
     """
     from reframe.api.errors import error_responses, install_error_handlers
+    from reframe.api.middleware import RateLimitMiddleware
     from reframe.api.routes import jobs, me, pricing, projects, share, uploads
     from reframe.db.session import make_engine, make_sessionmaker
+    from reframe.jobs.events import event_bus
+    from reframe.jobs.lifecycle import JobLifecycle
+    from reframe.jobs.progress import progress_store
+    from reframe.jobs.ratelimit import RequestLimits
     from reframe.storage import build_storage
 
     settings = settings or get_settings()
@@ -64,21 +70,22 @@ def create_app(
     app.state.sessionmaker = make_sessionmaker(db_engine)
     app.state.read_sessionmaker = make_sessionmaker(db_engine, read_mostly=True)
 
+    # Live progress for polls, and the job lifecycle for cancels: with Redis shared by every
+    # replica and render driver; without it, this process's own.
+    app.state.progress = progress_store(settings)
+    app.state.lifecycle = JobLifecycle(
+        app.state.sessionmaker, bus=event_bus(settings), progress=app.state.progress
+    )
+    app.add_middleware(RateLimitMiddleware, limits=RequestLimits.from_settings(settings))
+
     install_error_handlers(app)
     for router in (me.router, pricing.router, uploads.router, jobs.router, projects.router):
         app.include_router(router)
     app.include_router(share.router)
-    from reframe.api.routes.jobs_lifecycle import install as install_lifecycle
-
-    install_lifecycle(app, settings)  # cancel route, live progress, rate limits
     if settings.storage_backend == "local":
         from reframe.api.routes.storage import router as storage_router
 
         app.include_router(storage_router)
-
-    from reframe.web import install as install_studio
-
-    install_studio(app)
 
     @app.get(
         "/healthz",

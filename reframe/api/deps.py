@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reframe.config import Settings
 from reframe.db.models import Account
+from reframe.jobs.lifecycle import JobLifecycle
 from reframe.services import accounts
 from reframe.storage.base import Storage
 
@@ -34,6 +35,11 @@ async def get_settings(request: Request) -> Settings:
 async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
+
+
+async def get_lifecycle(request: Request) -> JobLifecycle:
+    lifecycle: JobLifecycle = request.app.state.lifecycle
+    return lifecycle
 
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -63,6 +69,7 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionDep = Annotated[Session, Depends(get_session)]
+LifecycleDep = Annotated[JobLifecycle, Depends(get_lifecycle)]
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

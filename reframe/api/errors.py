@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -64,13 +65,23 @@ def validation_detail(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(problems or ["malformed request"])
 
 
+def rate_limited_response(exc: RateLimited) -> JSONResponse:
+    """The one 429 body. Retry-After is rounded up: a client that waits exactly that long must
+    find a token, and a rounded-down wait would be refused again."""
+    return JSONResponse(
+        {"detail": exc.message},
+        status_code=429,
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+    )
+
+
 async def _reframe_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ReframeError)
+    if isinstance(exc, RateLimited):
+        return rate_limited_response(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if exc.status_code >= 500:
         log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)

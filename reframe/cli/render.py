@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from reframe.config import Settings
     from reframe.engine.protocols import FrameInterpolator
+    from reframe.options import RenderOptions
 
 
 def register(subparsers: Any) -> None:
+    from reframe.cli.driver import add_address_argument
+    from reframe.options import add_cluster_arguments, add_render_arguments
+
     parser = subparsers.add_parser(
         "render",
         help="interpolate a video to a higher frame rate on this machine",
@@ -33,69 +37,36 @@ def register(subparsers: Any) -> None:
         metavar="F",
         help="output frame rate, above the source's (e.g. 60, 120, 59.94)",
     )
-    parser.add_argument(
-        "--scale",
-        type=float,
-        default=None,
-        help="network scale: 1.0 up to 1080p, 0.5 for 4K (default: chosen by resolution)",
-    )
-    parser.add_argument(
-        "--crf", type=int, default=18, help="quality, 0 = lossless RGB (for measurement)"
-    )
-    parser.add_argument("--codec", choices=("h264", "hevc"), default="h264")
-    parser.add_argument("--preset", default="medium", help="x264/x265 speed preset")
-    parser.add_argument(
-        "--no-scene-detect",
-        action="store_true",
-        help="interpolate across hard cuts too (normally the nearest real frame is shown)",
-    )
-    parser.add_argument(
-        "--no-dedup",
-        action="store_true",
-        help="treat repeated frames as motion pauses instead of bridging them",
-    )
-    parser.add_argument(
-        "--cut-threshold",
-        type=float,
-        default=None,
-        help="scene-cut sensitivity in (0, 1]; lower finds more cuts (default 0.4)",
-    )
     parser.add_argument("--watermark", action="store_true", help="mark the output as a preview")
     parser.add_argument(
         "--ensemble",
         action="store_true",
         help="average with a mirrored pass: slightly better frames (+0.14 dB measured), 2x compute",
     )
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="frames per forward pass (default by size)"
-    )
+    add_render_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     parser.add_argument(
         "--ray",
         action="store_true",
         help="render as a Ray Data pipeline (joins a running cluster or starts a local one)",
     )
-    from reframe.pipeline.entry import add_pipeline_options
-
-    add_pipeline_options(parser)
+    add_cluster_arguments(parser)
+    add_address_argument(parser)
     parser.set_defaults(handler=_render)
 
 
-def build_interpolator(args: argparse.Namespace, settings: Settings) -> FrameInterpolator:
+def build_interpolator(options: RenderOptions, settings: Settings) -> FrameInterpolator:
     """The real RIFE interpolator, pulling the weights first if this machine has none."""
     from reframe.engine.inference import Interpolator
     from reframe.engine.weights import resolve_weights
 
-    weights = resolve_weights(settings, pull_if_missing=True, log=_log)
+    weights = resolve_weights(settings.model_dir, settings.rife_weights, log=_log)
     return Interpolator(
         weights,
-        device=args.device,
-        scale=args.scale,
-        precision=args.precision,
-        threads=args.threads,
+        device=options.resolved_device,
+        scale=options.scale,
+        precision=options.precision,
+        threads=options.threads,
     )
 
 
@@ -141,36 +112,26 @@ class ProgressBar:
 
 def _render(args: argparse.Namespace) -> int:
     from reframe.config import Settings
-    from reframe.engine.render import FlipEnsemble, plan_render, render_file
-    from reframe.engine.scenes import SceneSettings
+    from reframe.engine.render_core import FlipEnsemble, plan_render, render_file
     from reframe.errors import InvalidInput
-    from reframe.video.encode import EncodeOptions, container_format
+    from reframe.options import options_from_args, parse_fps
+    from reframe.video.mux import container_format
 
-    try:
-        target = float(args.target_fps) if "/" not in args.target_fps else args.target_fps
-    except ValueError:
-        raise InvalidInput(f"--target-fps must be a number, got {args.target_fps!r}") from None
+    target = parse_fps(args.target_fps)
     if args.output.resolve() == args.input.resolve():
         raise InvalidInput("the output must not overwrite the input; choose another -o path")
     container_format(args.output)
     if args.ray:
-        from reframe.pipeline.entry import render_with_ray
+        from reframe.cli.driver import render_with_ray
 
         return render_with_ray(args)
-    encode = EncodeOptions(
-        codec=args.codec, crf=args.crf, preset=args.preset, watermark=args.watermark
-    )
-    scene_kwargs: dict[str, Any] = {
-        "detect_cuts": not args.no_scene_detect,
-        "detect_duplicates": not args.no_dedup,
-    }
-    if args.cut_threshold is not None:
-        scene_kwargs["cut_threshold"] = args.cut_threshold
-    scenes = SceneSettings(**scene_kwargs)
+    options = options_from_args(args)
+    encode = options.encode(watermark=args.watermark)
+    scenes = options.scenes()
 
     # Check the input and the target before loading (or downloading) the model.
     plan = plan_render(args.input, target, scenes=scenes)
-    interpolator = build_interpolator(args, Settings())
+    interpolator = build_interpolator(options, Settings())
     if args.ensemble:
         interpolator = FlipEnsemble(interpolator)
     progress = ProgressBar(sys.stderr, enabled=sys.stderr.isatty() and not args.quiet)
@@ -181,7 +142,7 @@ def _render(args: argparse.Namespace) -> int:
         interpolator,
         encode=encode,
         scenes=scenes,
-        batch_size=args.batch_size,
+        batch_size=options.batch_size,
         progress=progress,
         plan=plan,
     )

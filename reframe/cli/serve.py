@@ -95,9 +95,9 @@ def start_background_services(settings: Settings) -> list[Callable[[], None]]:
     """Start what runs next to the API in the same Ray; return how to stop each.
 
     The job lifecycle's dispatcher (claims queued jobs, submits each render as a Ray job,
-    reaps lost leases) runs as a Ray actor: reframe.jobs.service.
+    reaps lost leases) runs as a Ray actor: reframe.jobs.dispatcher_actor.
     """
-    from reframe.jobs.service import start_dispatcher
+    from reframe.jobs.dispatcher_actor import start_dispatcher
 
     return [start_dispatcher(settings)]
 
@@ -113,9 +113,9 @@ def start_service(
     import ray
     from ray import serve
 
-    from reframe.api.serve import application
-    from reframe.config import available_cpus
     from reframe.db import migrate
+    from reframe.sched import available_cpus
+    from reframe.serving import application
 
     migrate(settings.resolved_database_url)
     settings.resolved_storage_dir.mkdir(parents=True, exist_ok=True)

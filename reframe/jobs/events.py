@@ -9,40 +9,17 @@ latency, never correctness.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import threading
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from reframe.services.transitions import StatusEvent
 
 if TYPE_CHECKING:
     import redis
     import redis.client
 
     from reframe.config import Settings
-
-
-@dataclass(frozen=True)
-class StatusEvent:
-    job_id: str
-    status: str
-    at: float  # unix seconds
-    account_id: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, raw: str | bytes) -> StatusEvent:
-        data = json.loads(raw)
-        return cls(
-            job_id=str(data["job_id"]),
-            status=str(data["status"]),
-            at=float(data["at"]),
-            account_id=data.get("account_id"),
-            detail=dict(data.get("detail") or {}),
-        )
 
 
 class Subscription(Protocol):

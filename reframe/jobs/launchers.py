@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reframe.errors import RenderError
-
 if TYPE_CHECKING:
     from reframe.config import Settings
+    from reframe.options import RenderOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RENDER_SCRIPT = REPO_ROOT / "pipelines" / "render.py"
@@ -54,9 +53,18 @@ class LaunchInfo:
     logs: str | None = None
 
 
+class LaunchUnavailable(Exception):
+    """The cluster cannot take a render right now (its job API is still starting, it is
+    unreachable, no process can be started): waiting for capacity, not a failed attempt."""
+
+
 class RenderLauncher(Protocol):
-    def submit(self, job_id: str, attempt: int) -> str:
-        """Start attempt `attempt` of `job_id`; returns a submission id for `info`/`stop`."""
+    def submit(self, job_id: str, attempt: int, options: RenderOptions) -> str:
+        """Start attempt `attempt` of `job_id`; returns a submission id for `info`/`stop`.
+
+        Raises `LaunchUnavailable` when the cluster cannot take it now; anything else is a
+        failed attempt.
+        """
         ...
 
     def info(self, submission_id: str) -> LaunchInfo: ...
@@ -69,8 +77,18 @@ def submission_id_for(job_id: str, attempt: int) -> str:
     return f"reframe-{job_id}-a{attempt}"
 
 
-def render_command(job_id: str, attempt: int, python: str = sys.executable) -> list[str]:
-    return [python, str(RENDER_SCRIPT), "--job-id", job_id, "--attempt", str(attempt)]
+def render_command(
+    job_id: str, attempt: int, options: RenderOptions, python: str = sys.executable
+) -> list[str]:
+    return [
+        python,
+        str(RENDER_SCRIPT),
+        "--job-id",
+        job_id,
+        "--attempt",
+        str(attempt),
+        *options.to_argv(),
+    ]
 
 
 # A Ray job's runtime_env is shown in the Ray dashboard, so secrets do not travel in it: the
@@ -125,20 +143,23 @@ class SubprocessLauncher:
         self._lock = threading.Lock()
         self._procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
 
-    def submit(self, job_id: str, attempt: int) -> str:
+    def submit(self, job_id: str, attempt: int, options: RenderOptions) -> str:
         sid = submission_id_for(job_id, attempt)
         log_dir = self._log_dir or Path(tempfile.gettempdir()) / "reframe-renders"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{sid}.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                self._command(job_id, attempt),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-                cwd=REPO_ROOT,
-                start_new_session=True,  # stop() signals the render and its children together
-            )
+            try:
+                proc = subprocess.Popen(
+                    self._command(job_id, attempt, options),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._env,
+                    cwd=REPO_ROOT,
+                    start_new_session=True,  # stop() signals the render and its children
+                )
+            except OSError as exc:  # no interpreter, no processes left, ...
+                raise LaunchUnavailable(f"cannot start a render process: {exc}") from exc
         with self._lock:
             self._procs[sid] = (proc, log_path)
         return sid
@@ -229,7 +250,7 @@ class RayJobLauncher:
         self._cpus = entrypoint_num_cpus
         self._submit_timeout = submit_timeout_sec
 
-    def submit(self, job_id: str, attempt: int) -> str:
+    def submit(self, job_id: str, attempt: int, options: RenderOptions) -> str:
         sid = submission_id_for(job_id, attempt)
         deadline = time.monotonic() + self._submit_timeout
         while True:
@@ -238,19 +259,26 @@ class RayJobLauncher:
                     self._client.submit_job(
                         # The interpreter running this actor: the install's virtualenv, which
                         # cluster nodes share at the same path (cluster.yaml).
-                        entrypoint=shlex.join(render_command(job_id, attempt)),
+                        entrypoint=shlex.join(render_command(job_id, attempt, options)),
                         submission_id=sid,
                         runtime_env={"env_vars": self._env, "working_dir": None},
                         entrypoint_num_cpus=self._cpus,
                         metadata={"reframe_job_id": job_id, "attempt": str(attempt)},
                     )
                 )
+            except OSError as exc:  # requests' connection errors and timeouts are OSErrors
+                raise LaunchUnavailable(f"the Ray job API is unreachable: {exc}") from exc
             except RuntimeError as exc:
+                text = str(exc)
+                if "already exists" in text:  # submitted before a restart: adopt it
+                    return sid
+                if "status code 5" in text:  # the dashboard is overloaded or restarting
+                    raise LaunchUnavailable(f"the Ray job API is not answering: {exc}") from exc
                 # Right after Ray starts, the job agent is not up yet; anything else is real.
-                if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                    if "already exists" in str(exc):
-                        return sid
-                    raise RenderError(f"could not submit the render to Ray: {exc}") from exc
+                if "No available agent" not in text:
+                    raise
+                if time.monotonic() > deadline:
+                    raise LaunchUnavailable(f"Ray's job agent is not up: {exc}") from exc
                 time.sleep(1.0)
 
     def info(self, submission_id: str) -> LaunchInfo:

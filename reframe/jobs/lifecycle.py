@@ -1,29 +1,47 @@
-"""Job lifecycle operations, each one short transaction: lock the job, check, change, commit,
-then ring the event bus.
+"""The one writer of a job's status, lease and progress fields after acceptance.
 
-Used by the dispatcher (claims, retries, reaping), by the render driver (cold start, progress,
-done, failed) and by the API (cancel, live status). Every method that changes status is safe to
-call twice: a job that already moved on is left alone and the call reports it.
+Each operation is one short transaction: lock the job, check, change, commit, then ring the
+event bus. Used by the dispatcher (claim, unclaim, heartbeat, adopt, retry, release), by the
+render driver (progress, done, failed) and by the API (cancel). Every method that changes status
+is safe to call twice: a job that already moved on is left alone and the call reports it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from reframe.db.base import utcnow
 from reframe.db.models import Job, JobStatus
 from reframe.errors import Conflict, Forbidden
-from reframe.jobs import refunds, transitions
-from reframe.jobs.events import EventBus, StatusEvent
+from reframe.jobs import refunds
+from reframe.jobs.events import EventBus
+from reframe.jobs.launchers import submission_id_for
 from reframe.jobs.progress import LiveProgress, ProgressStore, ProgressTracker
+from reframe.services import transitions
+from reframe.services.transitions import StatusEvent
+
+log = logging.getLogger(__name__)
 
 # Error text is shown to customers; keep it to one readable paragraph.
 MAX_ERROR_CHARS = 2000
+
+RUNNING = (JobStatus.COLD_START, JobStatus.PROCESSING)
+WAITING = (JobStatus.QUEUED, JobStatus.NO_WORKERS)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job taken by a dispatcher: it now holds the lease for this attempt."""
+
+    job_id: str
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -200,25 +218,150 @@ class JobLifecycle:
             session.commit()
         self._publish(events)
 
+    # -- dispatch: claims, leases, retries --------------------------------------------------
+
+    def running_count(self) -> int:
+        with self.sessions() as session:
+            return int(
+                session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(RUNNING)))
+                or 0
+            )
+
+    def claim_next(self, owner: str, lease: timedelta, capacity: int) -> Claim | None:
+        """Take the oldest waiting job for `owner` (attempt + 1, `cold_start`), unless
+        `capacity` renders already run; then every queued job is shown as `no_workers`."""
+        with self.sessions() as session:
+            running = session.scalar(
+                select(func.count()).select_from(Job).where(Job.status.in_(RUNNING))
+            )
+            if int(running or 0) >= capacity:
+                waiting = session.scalars(
+                    select(Job)
+                    .where(Job.status == JobStatus.QUEUED)
+                    .with_for_update(skip_locked=True)
+                ).all()
+                events = [
+                    transitions.record(session, job, JobStatus.NO_WORKERS, message="capacity full")
+                    for job in waiting
+                ]
+                session.commit()
+                self._publish(events)
+                return None
+            job = session.scalars(
+                select(Job)
+                .where(Job.status.in_(WAITING))
+                .order_by(Job.created_at, Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if job is None:
+                session.rollback()
+                return None
+            job.attempts += 1
+            attempt = job.attempts
+            job.lease_owner = owner
+            job.lease_expires_at = utcnow() + lease
+            job.ray_submission_id = submission_id_for(job.id, attempt)
+            job.error = None
+            event = transitions.record(
+                session, job, JobStatus.COLD_START, message=f"attempt {attempt} starting"
+            )
+            claim = Claim(job.id, attempt)
+            session.commit()
+        self._publish([event])
+        return claim
+
+    def unclaim(self, job_id: str, attempt: int, reason: str) -> bool:
+        """Give a claim back as `no_workers` (the cluster could not take the render after all);
+        the attempt does not count."""
+        with self.sessions() as session:
+            job = transitions.lock_job(session, job_id)
+            if job.status is not JobStatus.COLD_START or job.attempts != attempt:
+                session.rollback()
+                return False
+            job.attempts -= 1
+            self._clear_lease(job)
+            event = transitions.record(session, job, JobStatus.NO_WORKERS, message=reason[:500])
+            session.commit()
+        self._publish([event])
+        return True
+
+    def renew_leases(self, owner: str, lease: timedelta) -> None:
+        """Heartbeat: extend every lease `owner` holds on a running job."""
+        with self.sessions() as session:
+            session.execute(
+                update(Job)
+                .where(Job.lease_owner == owner, Job.status.in_(RUNNING))
+                .values(lease_expires_at=utcnow() + lease)
+            )
+            session.commit()
+
+    def release_leases(self, owner: str) -> None:
+        """Let `owner`'s leases lapse now, so a successor adopts its renders at once."""
+        with self.sessions() as session:
+            session.execute(
+                update(Job)
+                .where(Job.lease_owner == owner, Job.status.in_(RUNNING))
+                .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+            session.commit()
+
+    def adopt(self, job_id: str, attempt: int, owner: str, lease: timedelta) -> bool:
+        """Take over a running attempt whose lease lapsed (its dispatcher died) while its render
+        lives on. False when the job moved on or someone else renewed or adopted it first."""
+        with self.sessions() as session:
+            job = transitions.lock_job(session, job_id)
+            lapsed = job.lease_expires_at is None or job.lease_expires_at < utcnow()
+            if job.status not in RUNNING or job.attempts != attempt or not lapsed:
+                session.rollback()
+                return False
+            job.lease_owner = owner
+            job.lease_expires_at = utcnow() + lease
+            session.commit()
+        return True
+
+    def retry_or_fail(self, job_id: str, attempt: int, reason: str, max_attempts: int) -> bool:
+        """An attempt was lost (its driver or node died, it could not start): queue the job
+        again while attempts remain, else fail and refund it. False if the job moved on."""
+        with self.sessions() as session:
+            job = transitions.lock_job(session, job_id)
+            if job.status.is_terminal or job.attempts != attempt:
+                session.rollback()
+                return False
+            if job.attempts < max_attempts:
+                self._clear_lease(job)
+                job.progress = 0.0
+                job.frames_done = None
+                job.eta_sec = None
+                event = transitions.record(
+                    session,
+                    job,
+                    JobStatus.QUEUED,
+                    message=f"attempt {attempt} lost: {reason}; retrying",
+                )
+                session.commit()
+                log.warning("job %s attempt %d lost (%s); queued again", job_id, attempt, reason)
+                self._publish([event])
+                self._forget(job_id)
+                return True
+        # The reason (exit codes, the driver's last log line) is for operators: it can name
+        # server paths and exception types, so the customer gets a plain sentence instead.
+        log.error("job %s failed for good after attempt %d: %s", job_id, attempt, reason)
+        self.fail(
+            job_id,
+            f"The render stopped unexpectedly ({attempt} attempt(s)). Your xeconds were "
+            "refunded; retrying the job may succeed.",
+            attempt=attempt,
+        )
+        return True
+
+    @staticmethod
+    def _clear_lease(job: Job) -> None:
+        job.lease_owner = None
+        job.lease_expires_at = None
+        job.ray_submission_id = None
+
     def _forget(self, job_id: str) -> None:
         self._last_db_write.pop(job_id, None)
         if self.progress is not None:
             self.progress.clear(job_id)
-
-
-def overlay_live(job: Job, live: LiveProgress | None) -> tuple[float, int | None, float | None]:
-    """(progress, frames_done, eta_sec) for GET /jobs/{id}: the live store when it is newer."""
-    if (
-        live is None
-        or job.status is not JobStatus.PROCESSING
-        or live.attempt != job.attempts
-        or (job.frames_done is not None and live.frames_done < job.frames_done)
-    ):
-        return job.progress, job.frames_done, job.eta_sec
-    return live.progress, live.frames_done, live.eta_sec
-
-
-def lease_expiry(now: datetime, lease_sec: float) -> datetime:
-    from datetime import timedelta
-
-    return now + timedelta(seconds=lease_sec)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT
 
     from reframe.config import Settings
+    from reframe.db.models import Job
 
 # Live entries outlive any render by far; they only expire so abandoned keys do not pile up.
 DEFAULT_TTL_SEC = 24 * 3600
@@ -181,6 +182,22 @@ class ProgressTracker:
         )
         self._store.put(self._job_id, live)
         return live
+
+
+def overlay_live(job: Job, live: LiveProgress | None) -> tuple[float, int | None, float | None]:
+    """(progress, frames_done, eta_sec) to show for `job`: the live store's when it is newer.
+
+    The row is written at most every few seconds, the store on every report. An entry from
+    another attempt, or behind the row, can only be stale (a retry clears the store).
+    """
+    if (
+        live is None
+        or job.status.value != "processing"
+        or live.attempt != job.attempts
+        or (job.frames_done is not None and live.frames_done < job.frames_done)
+    ):
+        return job.progress, job.frames_done, job.eta_sec
+    return live.progress, live.frames_done, live.eta_sec
 
 
 def progress_store(settings: Settings) -> ProgressStore:

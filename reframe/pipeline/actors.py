@@ -25,7 +25,7 @@ from reframe.pipeline.plan import Chunk
 if TYPE_CHECKING:
     from reframe.config import Settings
     from reframe.engine.timeline import Timeline
-    from reframe.storage import Storage
+    from reframe.storage import Storage, StorageConfig
     from reframe.video.decode import ColorInfo
     from reframe.video.encode import EncodeOptions
 
@@ -42,15 +42,42 @@ class EngineOptions:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    """What every actor needs to find its storage and the model on its node, and nothing
+    secret: storage credentials are read on the node (see `StorageConfig`).
+
+    `weights` is an explicit state dict (REFRAME_RIFE_WEIGHTS) or None for the model cache in
+    `model_dir` (pulled there on first use); `lower_priority` runs actors at the lowest CPU
+    priority so that a machine that also serves the API keeps answering (reframe.sched).
+    """
+
+    storage: StorageConfig
+    model_dir: Path
+    weights: Path | None = None
+    lower_priority: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
+        from reframe.storage import StorageConfig
+
+        return cls(
+            storage=StorageConfig.from_settings(settings),
+            model_dir=settings.model_dir,
+            weights=settings.rife_weights,
+            lower_priority=settings.process_priority,
+        )
+
+
+@dataclass(frozen=True)
 class RenderSpec:
     """Everything an actor needs, shipped once per actor through the object store.
 
-    `input_key` names the source in `settings`' storage; `frame_pts` lets a chunk seek to the
+    `input_key` names the source in the worker's storage; `frame_pts` lets a chunk seek to the
     keyframe before its first frame; `batch_size` is the render core's batch (the plan's seams
     depend on it); segment keys are `segment_prefix/<chunk index>.<ext>`.
     """
 
-    settings: Settings
+    worker: WorkerConfig
     input_key: str
     timeline: Timeline
     frame_pts: tuple[int, ...]
@@ -64,7 +91,6 @@ class RenderSpec:
     batch_size: int
     segment_prefix: str
     segment_suffix: str = ".mp4"
-    weights: Path | None = None
     metric_tags: dict[str, str] = field(default_factory=dict)
 
     def segment_key(self, chunk_index: int) -> str:
@@ -78,14 +104,14 @@ class ChunkRenderer:
         from reframe.engine.inference import Interpolator
         from reframe.engine.weights import resolve_weights
         from reframe.sched import yield_to_the_api
-        from reframe.storage import build_storage
 
-        if spec.settings.process_priority:
+        worker = spec.worker
+        if worker.lower_priority:
             # Before torch starts its threads, so they inherit it (see reframe.sched).
             yield_to_the_api()
         self.spec = spec
-        self.storage: Storage = build_storage(spec.settings)
-        weights = spec.weights or resolve_weights(spec.settings, pull_if_missing=True)
+        self.storage: Storage = worker.storage.build()
+        weights = resolve_weights(worker.model_dir, worker.weights, pull_if_missing=True)
         options = spec.engine
         self.interpolator = Interpolator(
             weights,
@@ -113,7 +139,7 @@ class ChunkRenderer:
         }
 
     def render(self, chunk: Chunk) -> dict[str, Any]:
-        from reframe.engine.render import render_chunk
+        from reframe.engine.render_core import render_chunk
         from reframe.video.encode import VideoWriter
 
         started_at = time.time()  # wall clock, comparable with the driver's

@@ -172,7 +172,7 @@ def plan_chunks(
 
 
 def batch_starts(spans: Sequence[SourceSpan], batch_size: int) -> list[int]:
-    """Output indices where `reframe.engine.render.render_frames` starts a fresh batch.
+    """Output indices where `reframe.engine.render_core.render_frames` starts a fresh batch.
 
     A chunk that starts and ends on such indices is batched exactly like the same outputs in a
     single-process render, which matters because the network's float results depend (by a

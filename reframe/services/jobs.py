@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from reframe.config import Settings
 from reframe.db.base import utcnow
-from reframe.db.models import Account, CreditPool, Job, JobEvent, JobStatus, LedgerReason
+from reframe.db.models import Account, CreditPool, Job, JobStatus, LedgerReason
 from reframe.db.session import lock_account
 from reframe.errors import InsufficientCredits, InvalidInput
-from reframe.services import ledger, pricing, projects, uploads
+from reframe.services import ledger, ownership, pricing, transitions, uploads
 from reframe.services.ledger import Balance
 from reframe.storage.base import Storage
 
@@ -44,13 +44,6 @@ def choose_pool(balance: Balance, charge: int) -> CreditPool:
         needed=charge,
         available=max(balance.paid, balance.free),
     )
-
-
-def set_status(session: Session, job: Job, status: JobStatus, message: str | None = None) -> None:
-    """Change `job.status` and record the event; the one way status should change."""
-    job.status = status
-    job.updated_at = utcnow()
-    session.add(JobEvent(job_id=job.id, status=status, message=message, at=job.updated_at))
 
 
 def _replay(
@@ -102,8 +95,8 @@ def accept(
     if earlier is not None:
         return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
 
-    project = projects.owned_project(session, account, project_id)
-    file = projects.owned_upload(session, account, r2_key)
+    project = ownership.owned_project(session, account, project_id)
+    file = ownership.owned_upload(session, account, r2_key)
     if file.project_id != project.id:
         raise InvalidInput(
             f"upload {r2_key!r} belongs to project {file.project_id}, not {project_id}; "
@@ -135,7 +128,7 @@ def accept(
             account_id=account.id,
             project_id=project.id,
             input_file_id=file.id,
-            status=JobStatus.QUEUED,
+            status=JobStatus.PENDING,
             target_fps=target_fps,
             source_fps=float(probe["fps"]),
             duration_sec=float(probe["duration_sec"]),
@@ -156,7 +149,7 @@ def accept(
 
             ensure_webhook_secret(session, account)
         session.flush()
-        session.add(JobEvent(job_id=job.id, status=JobStatus.QUEUED, message="accepted"))
+        transitions.record(session, job, JobStatus.QUEUED, message="accepted", webhook=False)
         ledger.append(
             session,
             account.id,

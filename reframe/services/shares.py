@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from reframe.db.base import utcnow
 from reframe.db.models import Account, Project, Share
 from reframe.errors import NotFound
-from reframe.services import projects
+from reframe.services import ownership
 
 # 24 random bytes = 192 bits, comfortably above the 128-bit floor for bearer links.
 TOKEN_BYTES = 24
@@ -24,7 +24,7 @@ def active_share(session: Session, project_id: str) -> Share | None:
 
 def create(session: Session, account: Account, project_id: str) -> Share:
     """The project's live share link; an existing one is returned rather than multiplied."""
-    project = projects.owned_project(session, account, project_id)
+    project = ownership.owned_project(session, account, project_id)
     existing = active_share(session, project.id)
     if existing is not None:
         return existing
@@ -36,7 +36,7 @@ def create(session: Session, account: Account, project_id: str) -> Share:
 
 def revoke(session: Session, account: Account, project_id: str) -> int:
     """Revoke every live link of the project; returns how many there were."""
-    project = projects.owned_project(session, account, project_id)
+    project = ownership.owned_project(session, account, project_id)
     now = utcnow()
     shares = session.scalars(
         select(Share).where(Share.project_id == project.id, Share.revoked_at.is_(None))

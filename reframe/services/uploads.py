@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from reframe.config import Settings
-from reframe.db.models import Account, File, FileRole, FileStatus, Project
+from reframe.db.models import Account, File, FileRole, FileStatus, Job, Project
 from reframe.errors import InvalidInput, InvalidMedia, NotFound, ReframeError, TooLarge
 from reframe.services import pricing
 from reframe.storage.base import Storage, new_object_key
+
+if TYPE_CHECKING:
+    from reframe.video.probe import ProbeLimits
 
 MAX_FILENAME = 255
 
@@ -58,6 +61,53 @@ def check_declared_size(size_bytes: int | None, settings: Settings) -> None:
         )
 
 
+def add_file(
+    session: Session,
+    *,
+    project_id: str,
+    account_id: str,
+    role: FileRole,
+    status: FileStatus,
+    key: str,
+    filename: str,
+    content_type: str,
+    size_bytes: int | None = None,
+    declared_size_bytes: int | None = None,
+) -> File:
+    """The one constructor of a project's file row, for uploads and render outputs alike."""
+    file = File(
+        project_id=project_id,
+        account_id=account_id,
+        role=role,
+        status=status,
+        storage_key=key,
+        filename=filename,
+        content_type=content_type,
+        size_bytes=size_bytes,
+        declared_size_bytes=declared_size_bytes,
+    )
+    session.add(file)
+    session.flush()
+    return file
+
+
+def register_output(
+    session: Session, job: Job, *, key: str, filename: str, size_bytes: int
+) -> File:
+    """The project's output-file row for a stored render (ready: it was written and measured)."""
+    return add_file(
+        session,
+        project_id=job.project_id,
+        account_id=job.account_id,
+        role=FileRole.OUTPUT,
+        status=FileStatus.READY,
+        key=key,
+        filename=filename,
+        content_type="video/mp4",
+        size_bytes=size_bytes,
+    )
+
+
 def presign(
     session: Session,
     storage: Storage,
@@ -79,18 +129,17 @@ def presign(
     session.add(project)
     session.flush()
     key = new_object_key(f"uploads/{account.id}/{project.id}", name)
-    file = File(
+    file = add_file(
+        session,
         project_id=project.id,
         account_id=account.id,
         role=FileRole.INPUT,
         status=FileStatus.PENDING,
-        storage_key=key,
+        key=key,
         filename=name,
         content_type=media,
         declared_size_bytes=size_bytes,
     )
-    session.add(file)
-    session.flush()
     signed = storage.presign_upload(
         key, media, expires_in=settings.upload_url_ttl_sec, max_bytes=settings.max_upload_bytes
     )
@@ -101,6 +150,18 @@ def presign(
         method=signed.method,
         headers=dict(signed.headers),
         expires_at=signed.expires_at,
+    )
+
+
+def probe_limits(settings: Settings) -> ProbeLimits:
+    """What probing one upload may cost (REFRAME_PROBE_*)."""
+    from reframe.video.probe import ProbeLimits
+
+    return ProbeLimits(
+        timeout_sec=settings.probe_timeout_sec,
+        max_pixels=settings.probe_max_pixels,
+        max_frames=settings.probe_max_frames,
+        max_bytes_read=settings.probe_max_bytes_read,
     )
 
 
@@ -159,11 +220,11 @@ def verify_input(
         )
         raise TooLarge(file.error or "upload too large")
 
-    from reframe.video.probe import ProbeLimits, probe_video
+    from reframe.video.probe import probe_video
 
     try:
         with storage.local_path(file.storage_key) as path:
-            probe = probe_video(path, ProbeLimits.from_settings(settings))
+            probe = probe_video(path, probe_limits(settings))
         pricing.check_duration(probe.duration_sec, settings)
     except (InvalidMedia, TooLarge) as exc:
         _reject(session, storage, file, exc)

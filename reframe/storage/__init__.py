@@ -6,7 +6,10 @@ or the network at import time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from reframe.storage.base import (
     ObjectInfo,
@@ -24,11 +27,56 @@ __all__ = [
     "ObjectInfo",
     "PresignedUpload",
     "Storage",
+    "StorageConfig",
     "build_storage",
     "new_object_key",
     "safe_filename",
     "validate_key",
 ]
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the bytes live, and nothing secret: what a render actor on another node is sent.
+
+    `build()` makes a client that moves bytes but cannot sign URLs. S3 credentials are read
+    where the client is built, from that node's REFRAME_S3_ACCESS_KEY_ID and
+    REFRAME_S3_SECRET_ACCESS_KEY (else boto3's own chain: instance role, AWS_* variables), so
+    they never travel through Ray's object store or task metadata.
+    """
+
+    backend: Literal["local", "s3"]
+    root: Path
+    public_base_url: str
+    bucket: str
+    endpoint_url: str | None
+    region: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageConfig:
+        return cls(
+            backend=settings.storage_backend,
+            root=settings.resolved_storage_dir,
+            public_base_url=settings.public_base_url,
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+        )
+
+    def build(self) -> Storage:
+        if self.backend == "s3":
+            from reframe.storage.s3 import S3Storage
+
+            return S3Storage(
+                bucket=self.bucket,
+                endpoint_url=self.endpoint_url,
+                region=self.region,
+                access_key_id=os.environ.get("REFRAME_S3_ACCESS_KEY_ID"),
+                secret_access_key=os.environ.get("REFRAME_S3_SECRET_ACCESS_KEY"),
+            )
+        from reframe.storage.local import LocalStorage
+
+        return LocalStorage(root=self.root, public_base_url=self.public_base_url, secret=None)
 
 
 def build_storage(settings: Settings) -> Storage:

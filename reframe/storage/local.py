@@ -60,15 +60,21 @@ class LocalStorage:
         self,
         root: Path,
         public_base_url: str,
-        secret: str,
+        secret: str | None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not secret:
+        """`secret` signs URLs. Render actors move bytes but never sign, so they get None and
+        the service's secret never travels to them."""
+        if secret is not None and not secret:
             raise ValueError("LocalStorage needs a non-empty signing secret")
         self.root = Path(root).resolve()
         self.public_base_url = public_base_url.rstrip("/")
-        self._mac_key = hmac.new(secret.encode("utf-8"), _SIGNING_CONTEXT, hashlib.sha256).digest()
+        self._mac_key = (
+            hmac.new(secret.encode("utf-8"), _SIGNING_CONTEXT, hashlib.sha256).digest()
+            if secret is not None
+            else None
+        )
         self._clock = clock
 
     # -- paths --------------------------------------------------------------------------------
@@ -85,6 +91,8 @@ class LocalStorage:
     # -- signing ------------------------------------------------------------------------------
 
     def _signature(self, grant: SignedGrant) -> str:
+        if self._mac_key is None:
+            raise RuntimeError("this storage client has no signing secret; it cannot sign URLs")
         fields = [
             grant.method,
             grant.key,

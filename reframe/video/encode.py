@@ -33,22 +33,9 @@ import numpy as np
 
 from reframe.errors import InvalidInput, RenderError
 from reframe.video.decode import MATRIX_RGB, RANGE_FULL, ColorInfo
+from reframe.video.mux import AudioCarrier, container_format
 
 Codec = Literal["h264", "hevc"]
-
-# Audio codecs each container family takes as-is (FFmpeg muxer support).
-_COPYABLE_AUDIO: dict[str, frozenset[str] | None] = {
-    "mp4": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}),
-    "mov": frozenset({"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le", "pcm_f32le"}),
-    "matroska": None,  # anything
-    "webm": frozenset({"opus", "vorbis"}),
-}
-_FORMAT_BY_SUFFIX = {
-    ".mp4": "mp4",
-    ".m4v": "mp4",
-    ".mov": "mov",
-    ".mkv": "matroska",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +57,6 @@ class EncodeOptions:
     @property
     def lossless(self) -> bool:
         return self.crf == 0
-
-
-def container_format(path: Path) -> str:
-    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(_FORMAT_BY_SUFFIX))
-        raise InvalidInput(f"{path}: unsupported output extension; use one of {known}")
-    return fmt
-
-
-def can_copy_audio(fmt: str, audio_codec: str) -> bool:
-    allowed = _COPYABLE_AUDIO.get(fmt, frozenset())
-    return allowed is None or audio_codec in allowed
 
 
 # --- watermark ---------------------------------------------------------------------------
@@ -306,118 +280,3 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
-
-
-class AudioCarrier:
-    """Moves the source's first audio stream into the output, in step with the video.
-
-    Packets are pulled lazily up to the video's current time so the muxer can interleave
-    without buffering the whole track. Audio before `start` is kept (its timestamps are the
-    source's), which the container turns into an edit list where needed.
-    """
-
-    def __init__(self, container: Any, source: Path | None, fmt: str) -> None:
-        import av
-
-        self._out_container = container
-        self._input: Any = None
-        self._packets: Any = None
-        self._pending: Any = None
-        self._resampler: Any = None
-        self._rate = 48000
-        self._next_pts: int | None = None  # re-encoding: the next output sample's timestamp
-        self.copied = False
-        self.reencoded = False
-        self.packets = 0  # audio packets muxed into the output
-        if source is None:
-            return
-        self._input = av.open(str(source), mode="r")
-        if not self._input.streams.audio:
-            self._input.close()
-            self._input = None
-            return
-        in_stream = self._input.streams.audio[0]
-        codec = str(in_stream.codec_context.name)
-        self._in_stream = in_stream
-        if can_copy_audio(fmt, codec):
-            self._out = container.add_stream_from_template(in_stream)
-            self.copied = True
-        else:
-            target = "libopus" if fmt == "webm" else "aac"
-            rate = int(in_stream.codec_context.sample_rate or 48000)
-            if target == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
-                rate = 48000
-            self._out = container.add_stream(target, rate=rate)
-            # Files often declare only a channel count ("1 channels"), which encoders refuse;
-            # the standard layout for that count is what players assume anyway.
-            channels = int(in_stream.codec_context.channels or 2)
-            layout_name = {1: "mono", 2: "stereo"}.get(channels, f"{channels}.0")
-            self._out.layout = layout_name
-            self._out.format = "fltp"  # what both AAC and Opus encoders take
-            self._resampler = av.AudioResampler(format="fltp", layout=layout_name, rate=rate)
-            self._rate = rate
-            # Opened now: the muxer writes its header at the first video packet, and an encoder
-            # opened after that has no way to declare its parameters (avcodec_open2 fails).
-            self._out.codec_context.open()
-            self.reencoded = True
-        self._tb = Fraction(in_stream.time_base)
-        self._packets = self._input.demux(in_stream)
-
-    def pump(self, until: Fraction | None) -> None:
-        """Mux audio up to `until` seconds (everything when None)."""
-        if self._packets is None:
-            return
-        while True:
-            packet = self._pending
-            self._pending = None
-            if packet is None:
-                packet = next(self._packets, None)
-                if packet is None:
-                    self._finish()
-                    return
-            if packet.dts is None and packet.size == 0:
-                continue  # demuxer flush marker
-            if until is not None and packet.pts is not None and packet.pts * self._tb > until:
-                self._pending = packet
-                return
-            self._mux(packet)
-
-    def _mux(self, packet: Any) -> None:
-        if self.copied:
-            packet.stream = self._out
-            self._out_container.mux(packet)
-            self.packets += 1
-            return
-        for frame in packet.decode():
-            if self._next_pts is None:
-                # The video keeps the source's timestamps, so the audio starts where the
-                # source's did (clamped at 0: an encoder takes no negative start), not at 0,
-                # which would shift it against the picture by the source's offset.
-                first = float(frame.time) if frame.time is not None else 0.0
-                self._next_pts = max(0, round(first * self._rate))
-            for resampled in self._resampler.resample(frame):
-                self._encode(resampled)
-
-    def _encode(self, resampled: Any) -> None:
-        # Contiguous from the first sample: the resampler's own stamps drift with its delay.
-        resampled.pts = self._next_pts or 0
-        resampled.time_base = Fraction(1, self._rate)
-        self._next_pts = resampled.pts + resampled.samples
-        self._mux_encoded(self._out.encode(resampled))
-
-    def _mux_encoded(self, packets: Any) -> None:
-        for out in packets:
-            self._out_container.mux(out)
-            self.packets += 1
-
-    def _finish(self) -> None:
-        self._packets = None
-        if self.reencoded:
-            for resampled in self._resampler.resample(None):
-                self._encode(resampled)
-            self._mux_encoded(self._out.encode(None))
-
-    def close(self) -> None:
-        if self._input is not None:
-            self._input.close()
-            self._input = None

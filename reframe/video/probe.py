@@ -23,12 +23,9 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reframe.errors import InvalidMedia, ReframeError
-
-if TYPE_CHECKING:
-    from reframe.config import Settings
 
 # Demuxers a user's video can reasonably arrive in. Excludes hls, concat, image2, tee and other
 # formats that read further files or URLs named inside the input.
@@ -123,15 +120,6 @@ class ProbeLimits:
     max_bytes_read: int = 32 * 1024 * 1024
     max_dimension: int = 8192
     max_memory_bytes: int = 2 * 1024 * 1024 * 1024
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ProbeLimits:
-        return cls(
-            timeout_sec=settings.probe_timeout_sec,
-            max_pixels=settings.probe_max_pixels,
-            max_frames=settings.probe_max_frames,
-            max_bytes_read=settings.probe_max_bytes_read,
-        )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from reframe.config import Settings
 from reframe.db.models import Account
 from reframe.errors import ReframeError
-from reframe.services import web_auth
+from reframe.services import ownership, web_auth
 from reframe.web import share as share_view
 from reframe.web.deps import DbDep, SettingsDep
 
@@ -272,14 +272,13 @@ def dashboard(request: Request, db: DbDep, settings: SettingsDep) -> Response:
 
 @router.get("/studio/projects/{project_id}", response_class=HTMLResponse)
 def project_page(project_id: str, request: Request, db: DbDep, settings: SettingsDep) -> Response:
-    from reframe.services import projects
 
     account = current_session_account(request, db)
     if account is None:
         return _login_redirect(request)
     context = _signed_in_context(request, account, settings)
     try:
-        projects.owned_project(db, account, project_id)
+        ownership.owned_project(db, account, project_id)
     except ReframeError as exc:
         heading = "Not your project" if exc.status_code == 403 else "Project not found"
         return _page(

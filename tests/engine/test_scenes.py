@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from reframe.engine.render import render_file
+from reframe.engine.render_core import render_file
 from reframe.engine.scenes import (
     SceneSettings,
     analysis_size,

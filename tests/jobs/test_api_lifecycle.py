@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from reframe.db.models import Job, JobStatus
-from reframe.jobs import transitions
 from reframe.jobs.progress import LiveProgress, RedisProgressStore
+from reframe.services import transitions
 from tests.fixtures.app import ApiFactory, ApiHarness, auth
 
 

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 STAND_IN = Path(__file__).with_name("stand_in_render.py")
 
 
-def stand_in_command(job_id: str, attempt: int) -> list[str]:
+def stand_in_command(job_id: str, attempt: int, _options: object) -> list[str]:
     return [sys.executable, str(STAND_IN), "--job-id", job_id, "--attempt", str(attempt)]
 
 
@@ -117,7 +117,7 @@ def unlaunchable(url: str, tmp_path: Path) -> SubprocessLauncher:
     """A launcher whose every submission fails, like a cluster that cannot take renders."""
     return SubprocessLauncher(
         Settings(database_url=url),
-        command=lambda job, attempt: [str(tmp_path / "no-such-interpreter")],
+        command=lambda job, attempt, options: [str(tmp_path / "no-such-interpreter")],
         log_dir=tmp_path,
     )
 
@@ -355,6 +355,31 @@ def test_a_cluster_that_cannot_take_renders_leaves_jobs_waiting(
         JobStatus.DONE,
         1,
     )
+
+
+def test_a_submission_that_raises_a_bug_fails_the_attempt_instead_of_waiting(
+    db: tuple[str, sessionmaker[Session]], tmp_path: Path
+) -> None:
+    """Only "the cluster cannot take it now" means waiting; any other error from a submit is
+    a lost attempt: retried while attempts remain, then failed and refunded once."""
+    url, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=5)
+
+    def broken(job: str, attempt: int, options: object) -> list[str]:
+        raise TypeError("render_command() got an unexpected keyword argument")
+
+    launcher = SubprocessLauncher(Settings(database_url=url), command=broken, log_dir=tmp_path)
+    dispatcher = Dispatcher(sessions, launcher, capacity=1, max_attempts=2)
+    dispatcher.tick()
+    job = job_of(sessions, job_id)
+    assert (job.status, job.attempts) == (JobStatus.FAILED, 2)
+    messages = [m or "" for _, m in history(sessions, job_id)]
+    assert any("attempt 1 lost" in m and "could not be submitted" in m for m in messages)
+    assert not any(status == "no_workers" for status, _ in history(sessions, job_id))
+    assert refunds(sessions, job_id) == [5]
+    with sessions() as s:
+        assert ledger.balance(s, account.id).paid == 20
 
 
 def test_a_job_waiting_past_the_queue_limit_is_failed_and_refunded_once(

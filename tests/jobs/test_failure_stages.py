@@ -20,15 +20,14 @@ from sqlalchemy import func, select
 from reframe.config import Settings
 from reframe.db.models import Job, JobStatus, LedgerEntry, LedgerReason
 from reframe.jobs.dispatcher import Dispatcher
-from reframe.jobs.driver import ProgressFn, run_attempt
+from reframe.jobs.driver import ProgressFn, render_stored_job, run_attempt
 from reframe.jobs.launchers import SubprocessLauncher
 from reframe.jobs.lifecycle import JobLifecycle
-from reframe.pipeline.job import render_stored_job
-from reframe.pipeline.ray_pipeline import PipelineOptions
+from reframe.options import RenderOptions
+from reframe.pipeline.actors import WorkerConfig
 from reframe.services import ledger
 from reframe.storage import build_storage
 from reframe.storage.base import Storage
-from reframe.video.encode import EncodeOptions
 from tests.fixtures.db import TestDatabase
 from tests.fixtures.jobs import accept_uploaded_job
 from tests.fixtures.media import make_clip
@@ -71,7 +70,7 @@ def run_stage(
         assert job is not None
         stored = settings.resolved_storage_dir / job.input_file.storage_key
     weights = rife_weights
-    encode = EncodeOptions(crf=23, preset="ultrafast")
+    options = RenderOptions(crf=23, preset="ultrafast", chunk_frames=8, actors=1)
     if stage == "probe":
         stored.write_bytes(b"\x00not a video at all\x00" * 64)
     elif stage == "decode":
@@ -100,7 +99,7 @@ def run_stage(
         weights = tmp_path / "corrupt-flownet.pkl"
         weights.write_bytes(b"this is not a state dict")
     elif stage == "encode":
-        encode = EncodeOptions(crf=23, preset="no-such-preset")
+        options = options.replace(preset="no-such-preset")
     elif stage == "store":
 
         def upload_file(path: Path, key: str, content_type: str) -> None:
@@ -110,16 +109,14 @@ def run_stage(
 
     def render(job: Job, progress: ProgressFn) -> str:
         file_id, _ = render_stored_job(
-            job.id,
+            job,
             progress,
-            settings=settings,
             storage=storage,
             sessions=db.sessionmaker,
-            options=PipelineOptions(chunk_frames=8, actors=1),
-            encode=lambda watermark: EncodeOptions(
-                crf=encode.crf, preset=encode.preset, watermark=watermark
+            worker=WorkerConfig.from_settings(
+                settings.model_copy(update={"rife_weights": weights})
             ),
-            weights=weights,
+            options=options,
         )
         return file_id
 

@@ -19,11 +19,10 @@ from reframe.db.models import (
     WebhookDelivery,
 )
 from reframe.errors import Conflict, Forbidden
-from reframe.jobs import transitions
 from reframe.jobs.events import MemoryEventBus
-from reframe.jobs.lifecycle import JobLifecycle, overlay_live
-from reframe.jobs.progress import LiveProgress, MemoryProgressStore
-from reframe.services import ledger
+from reframe.jobs.lifecycle import JobLifecycle
+from reframe.jobs.progress import LiveProgress, MemoryProgressStore, overlay_live
+from reframe.services import ledger, transitions
 from tests.jobs.factories import accepted_job, account_with_credit
 
 pytestmark = pytest.mark.postgres

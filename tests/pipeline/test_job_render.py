@@ -9,6 +9,7 @@ from types import ModuleType
 import pytest
 from sqlalchemy import select
 
+from reframe.cli.driver import main
 from reframe.config import Settings
 from reframe.db.models import (
     File,
@@ -18,7 +19,6 @@ from reframe.db.models import (
     JobStatus,
     LedgerEntry,
 )
-from reframe.pipeline.entry import main
 from reframe.storage import build_storage
 from tests.fixtures.db import TestDatabase
 from tests.fixtures.jobs import accept_uploaded_job

@@ -226,7 +226,7 @@ def forward_passes(timeline, start: int, stop: int, batch_size: int) -> list[lis
     """Which output indices shared each forward pass when rendering [start, stop)."""
     import numpy as np
 
-    from reframe.engine.render import render_frames
+    from reframe.engine.render_core import render_frames
     from reframe.video.decode import DecodedFrame
 
     outputs = timeline.frames[start:stop]

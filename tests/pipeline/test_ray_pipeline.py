@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 
 from reframe.errors import RenderError
+from reframe.options import RenderOptions
 from reframe.pipeline.plan import Chunk
-from reframe.pipeline.ray_pipeline import ChunkResult, PipelineOptions, order_results
+from reframe.pipeline.ray_pipeline import ChunkResult, order_results
 from tests.fixtures.media import make_clip
 
 TARGET_FPS = Fraction(60)
 # 36 frames with a keyframe every 12: the plan below makes 3 chunks on keyframe seams.
 CLIP_FRAMES = 36
 GOP = {"x264-params": "keyint=12:min-keyint=12:scenecut=0:bframes=2"}
-OPTIONS = PipelineOptions(chunk_frames=12, actors=2)
+OPTIONS = RenderOptions(crf=0, preset="ultrafast", chunk_frames=12, actors=2)
 
 
 def decode(path: Path) -> tuple[list[Fraction], list[np.ndarray]]:
@@ -74,9 +75,9 @@ def source_clip(workspace: Path) -> Path:
 
 def _run(ray_runtime: ModuleType, workspace: Path, source: Path, *, watermark: bool) -> Run:
     from reframe.config import Settings
+    from reframe.pipeline.actors import WorkerConfig
     from reframe.pipeline.ray_pipeline import run_render
     from reframe.storage import build_storage
-    from reframe.video.encode import EncodeOptions
 
     settings = Settings(data_dir=workspace / "data")
     storage = build_storage(settings)
@@ -84,13 +85,13 @@ def _run(ray_runtime: ModuleType, workspace: Path, source: Path, *, watermark: b
     progress: list[tuple[int, int]] = []
     output = workspace / f"ray-{'wm' if watermark else 'clean'}.mp4"
     result = run_render(
-        settings=settings,
         storage=storage,
+        worker=WorkerConfig.from_settings(settings),
         input_key="inputs/source.mp4",
         output=output,
         target_fps=TARGET_FPS,
-        encode=EncodeOptions(crf=0, preset="ultrafast", watermark=watermark),
         options=OPTIONS,
+        watermark=watermark,
         progress=lambda done, total, *_: progress.append((done, total)),
     )
     # Segments are temporary: nothing but the input is left in storage.

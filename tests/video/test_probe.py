@@ -11,7 +11,6 @@ import av
 import numpy as np
 import pytest
 
-from reframe.config import Settings
 from reframe.errors import InvalidMedia
 from reframe.video.probe import ProbeLimits, VideoProbe, probe_video
 from tests.fixtures.media import make_clip, moving_square_frames, write_video
@@ -107,19 +106,6 @@ def test_to_dict_is_json_and_round_trips(tiny_clip: Path) -> None:
     data = json.loads(json.dumps(probe.to_dict()))
     assert data["fps_fraction"] == "24/1"
     assert VideoProbe.from_dict(data) == probe
-
-
-def test_limits_from_settings() -> None:
-    settings = Settings(
-        probe_timeout_sec=3.5, probe_max_pixels=1000, probe_max_frames=7, probe_max_bytes_read=99
-    )
-    limits = ProbeLimits.from_settings(settings)
-    assert (limits.timeout_sec, limits.max_pixels, limits.max_frames, limits.max_bytes_read) == (
-        3.5,
-        1000,
-        7,
-        99,
-    )
 
 
 def expect_invalid(path: Path, match: str, limits: ProbeLimits = LIMITS) -> str:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from reframe.api.deps import (
     Credentials,
     CurrentAccount,
+    LifecycleDep,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -19,10 +20,11 @@ from reframe.api.deps import (
 )
 from reframe.api.errors import error_responses
 from reframe.api.presenters import job_public
-from reframe.api.routes.jobs_lifecycle import with_live_progress
 from reframe.api.routes.me import balance_out
 from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
-from reframe.services import jobs, projects
+from reframe.db.models import Job
+from reframe.jobs.progress import ProgressStore, overlay_live
+from reframe.services import jobs, ownership
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -104,9 +106,56 @@ def _read_job(
     state = request.app.state
     with request_session(request) as session:
         account = authenticate_request(request, session, credentials)
-        job = projects.owned_job(session, account, job_id)
+        job = ownership.owned_job(session, account, job_id)
         out = job_public(job, state.storage, state.settings)
-    return with_live_progress(request, out)
+        return with_live_progress(state.progress, job, out)
+
+
+def with_live_progress(store: ProgressStore, job: Job, out: JobPublic) -> JobPublic:
+    """`out` with the live store's progress when it is newer than the row's."""
+    live = store.get(job.id) if out.live_status.value == "processing" else None
+    if live is None:
+        return out
+    progress, frames_done, eta_sec = overlay_live(job, live)
+    return out.model_copy(
+        update={
+            "progress": progress,
+            "frames_done": frames_done,
+            "frames_total": out.frames_total or live.frames_total,
+            "eta_sec": eta_sec,
+        }
+    )
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    summary="Cancel a queued or running render",
+    description=(
+        "Stops the render and sets `live_status` to `cancelled`. Before any frame is rendered "
+        "(queued, no_workers, cold_start) the whole charge is refunded; while processing, the "
+        "share of the frames not yet rendered is refunded (`refunded_xeconds`). Cancelling a "
+        "job that already ended returns 409."
+    ),
+    responses=error_responses(401, 403, 404, 409, 500),
+)
+def cancel_job(
+    job_id: str,
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    lifecycle: LifecycleDep,
+) -> JobPublic:
+    ownership.owned_job(session, account, job_id)  # 404 / 403 with the service's messages
+    account_id = account.id
+    # End the request's transaction before the lifecycle takes the job's lock in its own: on
+    # SQLite an open transaction here would hold the database write lock against it. (Reading
+    # `account.id` after the rollback would open one again, hence the copy above.)
+    session.rollback()
+    lifecycle.cancel(job_id, account_id)
+    session.expire_all()
+    return job_public(ownership.owned_job(session, account, job_id), storage, settings)
 
 
 @router.get(

@@ -24,7 +24,7 @@ from reframe.api.schemas import (
 from reframe.config import Settings
 from reframe.db.models import CreditPool
 from reframe.errors import InsufficientCredits
-from reframe.services import jobs, ledger, pricing, projects, uploads
+from reframe.services import jobs, ledger, ownership, pricing, uploads
 
 router = APIRouter(prefix="/pricing", tags=["pricing"])
 
@@ -130,7 +130,7 @@ def estimate_video(
     storage: StorageDep,
     settings: SettingsDep,
 ) -> EstimateVideoOut:
-    file = projects.owned_upload(session, account, body.r2_key)
+    file = ownership.owned_upload(session, account, body.r2_key)
     probe = uploads.verify_input(session, storage, settings, file)
     balance = ledger.balance(session, account.id)
     duration, fps = float(probe["duration_sec"]), float(probe["fps"])

@@ -13,7 +13,7 @@ from reframe.api.presenters import project_public
 from reframe.api.schemas import DownloadOut, Page, ProjectPublic, ShareOut
 from reframe.config import Settings
 from reframe.db.models import Project, Share
-from reframe.services import projects, shares
+from reframe.services import ownership, projects, shares
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -71,7 +71,7 @@ def list_projects(
 def read_project(
     project_id: str, account: CurrentAccount, session: SessionDep, settings: SettingsDep
 ) -> ProjectPublic:
-    project = projects.owned_project(session, account, project_id)
+    project = ownership.owned_project(session, account, project_id)
     live = shares.active_share(session, project.id)
     return _project_public(settings, project, live)
 
@@ -90,7 +90,7 @@ def download_file(
     storage: StorageDep,
     settings: SettingsDep,
 ) -> DownloadOut:
-    file = projects.owned_file(session, account, project_id, file_id)
+    file = ownership.owned_file(session, account, project_id, file_id)
     url = projects.download_url(storage, settings, file)
     return DownloadOut(
         file_id=file.id,

@@ -3,10 +3,15 @@
 A change is recorded in the caller's transaction: the job row, a `job_events` row with the time,
 and (when the job has a webhook) a webhook outbox row, so all three commit or none do. The
 returned `StatusEvent` is published by the caller after commit.
+
+Two callers only: `services.jobs.accept` records a new job's `queued`, and the job lifecycle
+(reframe.jobs.lifecycle) records every change after that.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +21,30 @@ from sqlalchemy.orm import Session
 from reframe.db.base import new_id, utcnow
 from reframe.db.models import Job, JobEvent, JobStatus, WebhookDelivery
 from reframe.errors import Conflict, NotFound
-from reframe.jobs.events import StatusEvent
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    job_id: str
+    status: str
+    at: float  # unix seconds
+    account_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> StatusEvent:
+        data = json.loads(raw)
+        return cls(
+            job_id=str(data["job_id"]),
+            status=str(data["status"]),
+            at=float(data["at"]),
+            account_id=data.get("account_id"),
+            detail=dict(data.get("detail") or {}),
+        )
+
 
 S = JobStatus
 _WAITING = {S.QUEUED, S.NO_WORKERS}
@@ -89,8 +117,13 @@ def record(
     *,
     message: str | None = None,
     now: datetime | None = None,
+    webhook: bool = True,
 ) -> StatusEvent:
-    """Move `job` to `to` inside the caller's transaction (the caller holds the row lock)."""
+    """Move `job` to `to` inside the caller's transaction (the caller holds the row lock).
+
+    `webhook=False` leaves the outbox alone: acceptance is answered by the POST /jobs response
+    itself, so receivers hear of a job from its first change after that.
+    """
     if not can_move(job.status, to):
         raise IllegalTransition(job, to)
     at = now or utcnow()
@@ -116,7 +149,7 @@ def record(
         account_id=job.account_id,
         detail={"previous": previous.value, "message": message},
     )
-    if job.webhook_url:
+    if job.webhook_url and webhook:
         delivery_id = new_id()
         session.add(
             WebhookDelivery(

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from reframe.config import Settings
 from reframe.db.models import File, Job, JobEvent, JobStatus, LedgerEntry, LedgerReason
-from reframe.jobs.service import ACTOR_NAME, default_capacity, start_dispatcher
+from reframe.jobs.dispatcher_actor import ACTOR_NAME, default_capacity, start_dispatcher
 from tests.fixtures.db import TestDatabase
 from tests.fixtures.jobs import accept_uploaded_job
 from tests.fixtures.media import make_clip

@@ -355,7 +355,8 @@ def render_file(
     The output is written to a temporary name next to `output` and moved into place only when
     complete, so a failed render never leaves a truncated file under the requested name.
     """
-    from reframe.video.encode import VideoWriter, container_format
+    from reframe.video.encode import VideoWriter
+    from reframe.video.mux import container_format
 
     container_format(output)  # refuse an unknown extension before the analysis pass
     started = time.perf_counter()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from reframe.errors import RenderError
-from reframe.pipeline.stitch import ColourInfo, Segment, stitch_segments
+from reframe.video.decode import RANGE_LIMITED, ColorInfo
+from reframe.video.mux import Segment, stitch_segments
 from tests.fixtures.media import make_clip, make_pcm_clip, moving_square_frames, sound_onset
 
 FPS = Fraction(60)
@@ -91,9 +92,9 @@ def test_source_audio_and_colour_tags_are_written(tmp_path: Path) -> None:
     source = make_clip(tmp_path / "src.mp4", frames=24, audio=True)
     frames = moving_square_frames(60, width=96, height=64)
     segments = split(tmp_path, frames, [0, 30, 60], LOSSLESS)
-    colour = ColourInfo(primaries=1, transfer=1, matrix=1, full_range=False)
+    color = ColorInfo(range=RANGE_LIMITED, primaries=1, transfer=1, matrix=1)
     result = stitch_segments(
-        segments, tmp_path / "out.mp4", frame_rate=FPS, audio_source=source, colour=colour
+        segments, tmp_path / "out.mp4", frame_rate=FPS, audio_source=source, color=color
     )
     assert result.audio_packets > 0
     with av.open(str(tmp_path / "out.mp4")) as out:

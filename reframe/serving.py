@@ -1,4 +1,4 @@
-"""The Ray Serve deployment of the API. Entry points: serve_app.py and `reframe serve`.
+"""The Ray Serve deployments of the service. Entry points: serve_app.py and `reframe serve`.
 
 The app is built inside the replica (`__serve_build_asgi_app__`), not at import: importing this
 module reads no settings and opens no database.
@@ -39,9 +39,9 @@ class ReframeAPI:
         migrate(self._settings.resolved_database_url)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        from reframe.api.app import create_app
+        from reframe.app import build_app
 
-        return create_app(self._settings)
+        return build_app(self._settings)
 
 
 def application(settings: dict[str, Any] | None = None) -> Application:

@@ -1,4 +1,5 @@
-"""The driver's command line, without Ray: option mapping and refusals before any cluster work."""
+"""The render driver's command line, without Ray: option mapping and refusals before any
+cluster work."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from reframe.cli.driver import build_parser, main
 from reframe.errors import InvalidInput
-from reframe.pipeline.entry import build_parser, encode_options, main, pipeline_options
-from reframe.pipeline.ray_pipeline import PipelineOptions
+from reframe.options import RenderOptions, options_from_args
+from reframe.pipeline.ray_pipeline import engine_options
 
 
 def test_options_map_onto_the_pipeline_and_encoder() -> None:
@@ -38,20 +40,20 @@ def test_options_map_onto_the_pipeline_and_encoder() -> None:
         ]
     )
     assert args.target_fps == Fraction(60000, 1001)
-    options = pipeline_options(args)
+    options = options_from_args(args)
     assert (options.actors, options.chunk_frames, options.batch_size) == (4, 24, 4)
-    assert options.engine.device == "cuda"
+    assert engine_options(options).device == "cuda"
     assert options.num_gpus == 0.5
     assert options.actor_cpus == 1.0
     assert options.actor_memory_bytes == 2 * 1024**3
-    encode = encode_options(args)(True)
+    encode = options.encode(watermark=True)
     assert (encode.codec, encode.lossless, encode.watermark) == ("hevc", True, True)
 
 
 def test_cpu_actors_take_half_a_core_so_two_fit_on_two_cores() -> None:
-    assert PipelineOptions().actor_cpus == 0.5
+    assert RenderOptions().actor_cpus == 0.5
     with pytest.raises(InvalidInput, match="actors must be at least 1"):
-        PipelineOptions(actors=0)
+        RenderOptions(actors=0)
 
 
 @pytest.mark.parametrize(

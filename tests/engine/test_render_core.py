@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from reframe.engine.render import (
+from reframe.engine.render_core import (
     FlipEnsemble,
     default_batch_size,
     plan_render,

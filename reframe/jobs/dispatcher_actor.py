@@ -12,7 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from reframe.config import Settings, available_cpus
+from reframe.config import Settings
+from reframe.sched import available_cpus
 
 log = logging.getLogger(__name__)
 

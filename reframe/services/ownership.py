@@ -1,0 +1,59 @@
+"""The ownership rule for every account-owned resource.
+
+Each `owned_*` function is the single place its resource is fetched for an account: unknown ids
+are NotFound (404), other accounts' ids are Forbidden (403). Routes never query these tables
+directly, so a forgotten owner check cannot happen.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from reframe.db.models import Account, File, Job, Project
+from reframe.errors import Forbidden, NotFound
+
+
+def owned_project(session: Session, account: Account, project_id: str) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    if project.account_id != account.id:
+        raise Forbidden(f"project {project_id} belongs to another account")
+    return project
+
+
+def owned_file(session: Session, account: Account, project_id: str, file_id: str) -> File:
+    project = owned_project(session, account, project_id)
+    file = session.get(File, file_id)
+    if file is None or file.project_id != project.id:
+        raise NotFound(f"file {file_id} not found in project {project_id}")
+    return file
+
+
+def owned_upload(session: Session, account: Account, key: str) -> File:
+    """The input file stored under `key` (the `r2_key` of the API)."""
+    file = session.scalar(select(File).where(File.storage_key == key))
+    if file is None:
+        raise NotFound(f"no upload with key {key!r}; get one from POST /upload/presign")
+    if file.account_id != account.id:
+        raise Forbidden(f"upload {key!r} belongs to another account")
+    return file
+
+
+def owned_job(session: Session, account: Account, job_id: str) -> Job:
+    # Everything GET /jobs/{id} shows, in one query instead of four: clients poll this.
+    job = session.get(
+        Job,
+        job_id,
+        options=[
+            joinedload(Job.input_file),
+            joinedload(Job.output_file),
+            joinedload(Job.events),
+        ],
+    )
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if job.account_id != account.id:
+        raise Forbidden(f"job {job_id} belongs to another account")
+    return job
