@@ -66,6 +66,7 @@ class RenderSpec:
     segment_suffix: str = ".mp4"
     weights: Path | None = None
     metric_tags: dict[str, str] = field(default_factory=dict)
+    demuxer: str | None = None  # the input's probed container format (see video.media)
 
     def segment_key(self, chunk_index: int) -> str:
         return f"{self.segment_prefix}/{chunk_index:05d}{self.segment_suffix}"
@@ -130,6 +131,7 @@ class ChunkRenderer:
             frame_pts=spec.frame_pts,
             batch_size=spec.batch_size,
             threads=1,
+            demuxer=spec.demuxer,
         )
         # The segment is stamped where its frames sit in the whole render, so its timestamps
         # already equal the single-process output's; stitching then only copies packets.

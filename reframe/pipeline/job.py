@@ -42,6 +42,7 @@ class JobInput:
     input_version: str | None
     target_fps: int
     watermarked: bool
+    input_demuxer: str | None = None  # the container format the upload was probed as
 
 
 def load_job(session: Session, job_id: str) -> JobInput:
@@ -62,6 +63,7 @@ def load_job(session: Session, job_id: str) -> JobInput:
         input_version=job.input_file.object_version,
         target_fps=job.target_fps,
         watermarked=job.watermarked,
+        input_demuxer=(job.input_file.probe or {}).get("container"),
     )
 
 
@@ -148,6 +150,7 @@ def render_stored_job(
             weights=weights,
             run_id=f"{job.job_id}-a{job.attempt}",
             scenes=scenes,
+            demuxer=job.input_demuxer,
         )
         # Actors read the input while they render: a rewrite in the meantime could have mixed
         # two clips into one output.

@@ -90,14 +90,17 @@ def stitch_segments(
     *,
     frame_rate: Fraction,
     audio_source: Path | None = None,
+    audio_demuxer: str | None = None,
     colour: ColourInfo | None = None,
 ) -> StitchResult:
     """Write `segments` (in output order) to `dest`, then the first audio stream of
     `audio_source`, if it has one: copied unchanged where `dest`'s container can hold it,
-    re-encoded otherwise (PCM from a camera into MP4, say)."""
+    re-encoded otherwise (PCM from a camera into MP4, say). `audio_demuxer`: the source's
+    probed container format (see `reframe.video.media.open_media`)."""
     import av
 
     from reframe.video.encode import AudioCarrier, container_format
+    from reframe.video.media import open_media
 
     if not segments:
         raise RenderError("there are no segments to stitch")
@@ -110,7 +113,7 @@ def stitch_segments(
             )
         expected += segment.frames
 
-    inputs = [av.open(str(s.path)) for s in segments]
+    inputs = [open_media(s.path) for s in segments]
     audio: AudioCarrier | None = None
     try:
         template = inputs[0].streams.video[0]
@@ -119,7 +122,9 @@ def stitch_segments(
             if colour is not None:
                 _apply_colour(video_out, colour)
             # Before the first packet: the muxer writes its header then, with every stream.
-            audio = AudioCarrier(out, audio_source, container_format(dest))
+            audio = AudioCarrier(
+                out, audio_source, container_format(dest), source_demuxer=audio_demuxer
+            )
             written = 0
             for segment, container in zip(segments, inputs, strict=True):
                 written += _copy_segment(container, segment, video_out, template, frame_rate, out)

@@ -151,7 +151,8 @@ class VideoWriter:
 
     Use as a context manager; frames must all have the same (H, W, 3) uint8 shape.
     `start_time` (seconds) is when frame 0 is shown; pass the source's first-frame time so audio
-    copied with its original timestamps stays in sync.
+    copied with its original timestamps stays in sync. `audio_demuxer`: the container format of
+    `audio_from` as probed (see `reframe.video.media.open_media`).
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class VideoWriter:
         color: ColorInfo | None = None,
         rotation: int = 0,
         audio_from: Path | None = None,
+        audio_demuxer: str | None = None,
         start_time: Fraction = Fraction(0),
     ) -> None:
         import av
@@ -184,7 +186,9 @@ class VideoWriter:
         self._container: Any = av.open(str(path), mode="w", format=self._fmt)
         try:
             self._stream = self._add_video_stream(rotation)
-            self._audio = AudioCarrier(self._container, audio_from, self._fmt)
+            self._audio = AudioCarrier(
+                self._container, audio_from, self._fmt, source_demuxer=audio_demuxer
+            )
         except Exception:
             self._container.close()
             raise
@@ -316,8 +320,17 @@ class AudioCarrier:
     source's), which the container turns into an edit list where needed.
     """
 
-    def __init__(self, container: Any, source: Path | None, fmt: str) -> None:
+    def __init__(
+        self,
+        container: Any,
+        source: Path | None,
+        fmt: str,
+        *,
+        source_demuxer: str | None = None,
+    ) -> None:
         import av
+
+        from reframe.video.media import open_media
 
         self._out_container = container
         self._input: Any = None
@@ -331,7 +344,7 @@ class AudioCarrier:
         self.packets = 0  # audio packets muxed into the output
         if source is None:
             return
-        self._input = av.open(str(source), mode="r")
+        self._input = open_media(source, demuxer=source_demuxer)
         if not self._input.streams.audio:
             self._input.close()
             self._input = None
