@@ -11,18 +11,22 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from reframe.errors import InvalidMedia
 from reframe.video.probe import ProbeLimits, probe_video
 from tests.fixtures.media import moving_square_frames, write_video
-from tests.fixtures.vfr import (
+from tests.fixtures.sources import (
+    header_says_one_second_clip,
+    one_frame_clip,
     patch_segment_duration,
     phone_times,
     segment_duration,
     strip_default_duration,
+    undecodable_clip,
+    unknown_codec_clip,
     write_phone_clip,
+    zero_duration_clip,
 )
 
 LIMITS = ProbeLimits(timeout_sec=20.0)
@@ -77,10 +81,7 @@ def test_constant_rate_keeps_its_exact_ratio(
 def test_duration_patched_short_in_the_header_is_not_believed(tmp_path: Path) -> None:
     """Issue 12, item 2: 240 frames at 24 fps with a Segment Duration rewritten to 1.0 s must
     price and count as 10 s, not 1 s."""
-    clip = write_video(
-        tmp_path / "long.mkv", moving_square_frames(240, width=64, height=48), fps=24
-    )
-    patch_segment_duration(clip, 1.0)
+    clip = header_says_one_second_clip(tmp_path / "long.mkv")
     assert segment_duration(clip) == 1.0
     with av.open(str(clip)) as container:
         assert container.duration == 1_000_000  # FFmpeg believes the header
@@ -109,21 +110,14 @@ def _message(path: Path) -> str:
 
 
 def test_a_single_frame_is_refused(tmp_path: Path) -> None:
-    clip = write_video(tmp_path / "still.mp4", moving_square_frames(1, width=64, height=48))
-    assert "single frame" in _message(clip)
+    assert "single frame" in _message(one_frame_clip(tmp_path / "still.mp4"))
 
 
 @pytest.mark.parametrize("strip", [False, True])
 def test_frames_that_all_share_one_timestamp_have_zero_duration(
     tmp_path: Path, strip: bool
 ) -> None:
-    # Matroska allows equal timestamps; three pictures shown at 0 s last no time at all.
-    clip = write_video(
-        tmp_path / "zero.mkv",
-        moving_square_frames(3, width=64, height=48),
-        pts=[0, 0, 0],
-        time_base=Fraction(1, 1000),
-    )
+    clip = zero_duration_clip(tmp_path / "zero.mkv")
     if strip:
         strip_default_duration(clip)
     message = _message(clip)
@@ -133,27 +127,10 @@ def test_frames_that_all_share_one_timestamp_have_zero_duration(
 
 def test_an_unknown_video_codec_is_a_clear_refusal(tmp_path: Path) -> None:
     """The child used to crash on a stream FFmpeg has no decoder for (a traceback, a 500)."""
-    clip = write_video(tmp_path / "odd.mkv", moving_square_frames(8, width=64, height=48))
-    data = clip.read_bytes()
-    assert data.count(b"V_MPEG4/ISO/AVC") == 1
-    clip.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_QQQQQ/ISO/AVC"))
-    message = _message(clip)
+    message = _message(unknown_codec_clip(tmp_path / "odd.mkv"))
     assert "codec" in message
     assert "Traceback" not in message
 
 
 def test_a_video_stream_whose_packets_do_not_decode_is_refused(tmp_path: Path) -> None:
-    source = write_video(tmp_path / "src.mkv", moving_square_frames(10, width=64, height=48))
-    garbage = tmp_path / "garbage.mkv"
-    rng = np.random.default_rng(3)
-    with av.open(str(source)) as src, av.open(str(garbage), "w") as out:
-        template = src.streams.video[0]
-        stream = out.add_stream_from_template(template)
-        for packet in src.demux(template):
-            if packet.dts is None:
-                continue
-            noise = av.Packet(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
-            noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
-            noise.stream = stream
-            out.mux(noise)
-    assert "could be decoded" in _message(garbage)
+    assert "could be decoded" in _message(undecodable_clip(tmp_path / "garbage.mkv"))
