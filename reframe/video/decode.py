@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from reframe.errors import InvalidMedia
+from reframe.video.timing import header_length
 
 # FFmpeg enum values (AVColorSpace, AVColorRange, ...) as stored in files.
 MATRIX_RGB = 0
@@ -64,7 +65,7 @@ class VideoInfo:
     time_base: Fraction
     average_rate: Fraction | None
     start_time: Fraction  # seconds, presentation time of the first frame as the stream says
-    duration: Fraction | None  # seconds, from the stream or container
+    duration: Fraction | None  # seconds from the first frame, as the header says (a hint)
     frame_count: int  # 0 when the container does not say
     rotation: int  # degrees, counter-clockwise, as stored in the display matrix
     color: ColorInfo
@@ -119,11 +120,11 @@ def read_video_info(path: Path, *, demuxer: str | None = None) -> VideoInfo:
         if first is None:
             raise InvalidMedia(f"{path.name}: the video stream has no frames")
         start = Fraction(first.pts) * tb if first.pts is not None else Fraction(0)
-        duration: Fraction | None = None
-        if stream.duration:
-            duration = Fraction(stream.duration) * tb
-        elif container.duration:
-            duration = Fraction(container.duration, 1_000_000)
+        duration = header_length(
+            Fraction(stream.duration) * tb if stream.duration else None,
+            Fraction(container.duration, 1_000_000) if container.duration else None,
+            start,
+        )
         audio = container.streams.audio
         return VideoInfo(
             path=path,

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from reframe.errors import InvalidMedia, ReframeError
 from reframe.video.media import open_media
-from reframe.video.timing import StreamTiming, clip_duration, measure_timing
+from reframe.video.timing import StreamTiming, clip_duration, header_length, measure_timing
 
 if TYPE_CHECKING:
     from reframe.config import Settings
@@ -377,13 +377,13 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
             )
 
         time_base = Fraction(stream.time_base) if stream.time_base else None
-        header: Fraction | None = None
-        if stream.duration and time_base:
-            header = stream.duration * time_base
-        elif container.duration:
-            header = Fraction(container.duration, 1_000_000)
         header_rate = Fraction(stream.average_rate) if stream.average_rate else None
         hints = [header_rate, Fraction(stream.guessed_rate) if stream.guessed_rate else None]
+        header = header_length(
+            stream.duration * time_base if stream.duration and time_base else None,
+            Fraction(container.duration, 1_000_000) if container.duration else None,
+            min(stamps) * time_base if stamps and time_base else Fraction(0),
+        )
         timing = _stream_timing(count, stamps, time_base, hints, header)
         duration = clip_duration(header, timing)
         rate = timing.rate

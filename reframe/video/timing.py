@@ -171,6 +171,23 @@ def _exact_rate(
     return None
 
 
+def header_length(
+    stream_duration: Fraction | None, container_duration: Fraction | None, first_frame: Fraction
+) -> Fraction | None:
+    """The clip's length from its first frame as the header states it (seconds), or None.
+
+    A stream's own duration (MP4's track duration) runs from its first frame. A container's
+    (Matroska's Segment Duration, which has none per track) runs from the file's time 0, so a
+    picture that starts after the sound (phones do) lasts that much less. Reading the header
+    short is harmless: the frames' span is the floor (`clip_duration`).
+    """
+    if stream_duration:
+        return stream_duration
+    if container_duration:
+        return max(Fraction(0), container_duration - max(Fraction(0), first_frame))
+    return None
+
+
 def clip_duration(header: Fraction | None, timing: StreamTiming) -> Fraction:
     """How long the clip lasts: what its frames span, or the header's duration when longer."""
     if header is not None and header > timing.span:
