@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 from reframe.errors import InvalidMedia, ReframeError
 from reframe.video.media import open_media
-from reframe.video.timing import StreamTiming, clip_duration, header_length, measure_timing
+from reframe.video.timing import (
+    SINGLE_FRAME,
+    StreamTiming,
+    clip_duration,
+    header_length,
+    measure_timing,
+)
 
 if TYPE_CHECKING:
     from reframe.config import Settings
@@ -428,7 +434,7 @@ def _stream_timing(
     if time_base and len(stamps) == count:
         return measure_timing((s * time_base for s in stamps), tick=time_base, hints=hints)
     if count == 1:
-        measure_timing([Fraction(0)], tick=Fraction(1))  # raises the single-frame refusal
+        raise InvalidMedia(SINGLE_FRAME)
     rate = next((h for h in hints if h is not None and h > 0), None)
     if rate is None:
         if not header:

@@ -37,6 +37,11 @@ from reframe.errors import InvalidMedia
 
 SOURCE_FPS_DECIMALS = 2
 
+SINGLE_FRAME = (
+    "the video has a single frame, so there is nothing to interpolate between; upload a clip "
+    "with motion (at least two frames)"
+)
+
 # Rates cameras, editors and broadcasters use; a constant-rate stream near one of them is it.
 COMMON_RATES: tuple[Fraction, ...] = tuple(
     Fraction(r)
@@ -121,10 +126,7 @@ def measure_timing(
     if not all_times:
         raise InvalidMedia("the video stream has no frames; upload a video with content")
     if len(all_times) == 1:
-        raise InvalidMedia(
-            "the video has a single frame, so there is nothing to interpolate between; "
-            "upload a clip with motion (at least two frames)"
-        )
+        raise InvalidMedia(SINGLE_FRAME)
     distinct = sorted(set(all_times))
     if len(distinct) < 2:
         raise InvalidMedia(
