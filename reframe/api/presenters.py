@@ -25,6 +25,12 @@ def _probe_int(file: File, name: str) -> int | None:
     return int(value) if value is not None else None
 
 
+def _variable_rate(file: File) -> bool | None:
+    """From the input's probe; None for probes stored before the flag existed."""
+    value = (file.probe or {}).get("variable_frame_rate")
+    return bool(value) if value is not None else None
+
+
 def file_public(file: File) -> FilePublic:
     return FilePublic(
         file_id=file.id,
@@ -79,6 +85,7 @@ def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
         output_url=output_url,
         target_fps=job.target_fps,
         source_fps=job.source_fps,
+        source_variable_frame_rate=_variable_rate(job.input_file),
         duration_sec=job.duration_sec,
         band=job.band,
         multiplier=job.multiplier,

@@ -95,6 +95,10 @@ class LimitsOut(BaseModel):
     max_target_fps: int
     upload_url_ttl_sec: int
     download_url_ttl_sec: int
+    source_fps_decimals: int = Field(
+        description="target_fps must exceed the source frame rate rounded to this many decimals"
+    )
+    source_fps_rule: str = Field(description="How the source frame rate is measured and compared")
 
 
 class FreeCreditPolicy(BaseModel):
@@ -163,8 +167,20 @@ class EstimateVideoIn(BaseModel):
 
 
 class VideoInfo(BaseModel):
-    duration_sec: float
-    fps: float
+    duration_sec: float = Field(
+        description="The frames' span, or the header's duration when longer (never shorter)"
+    )
+    fps: float = Field(
+        description="Measured from the frames' timestamps: the mean over all frames (exact "
+        "ratio at a constant rate); the header's rate is only a hint"
+    )
+    fps_fraction: str | None = Field(default=None, examples=["30000/1001"])
+    variable_frame_rate: bool = Field(
+        default=False, description="True when frame intervals vary (phones, screen recorders)"
+    )
+    header_fps: float | None = Field(
+        default=None, description="The rate the container states, when it states one"
+    )
     width: int
     height: int
     codec: str
@@ -242,7 +258,11 @@ class JobPublic(BaseModel):
     output_file_id: str | None
     output_url: str | None = Field(description="Fresh download URL, only when done")
     target_fps: int
-    source_fps: float
+    source_fps: float = Field(description="Measured from the source's frame timestamps")
+    source_variable_frame_rate: bool | None = Field(
+        default=None,
+        description="True when the source has a variable frame rate (source_fps is its mean)",
+    )
     duration_sec: float
     band: str
     multiplier: int

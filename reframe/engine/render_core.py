@@ -40,6 +40,14 @@ import numpy as np
 
 from reframe.engine.timeline import OutputFrame, Timeline, as_fraction, plan_timeline
 from reframe.errors import InvalidInput, RenderError
+from reframe.video.timing import (
+    SOURCE_FPS_DECIMALS,
+    StreamTiming,
+    clip_duration,
+    exceeds_source,
+    measure_timing,
+    rounded_fps,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -259,17 +267,24 @@ def render_chunk(
     frame_pts: Sequence[int] | None = None,
     batch_size: int = 8,
     threads: int | None = None,
+    demuxer: str | None = None,
 ) -> Iterator[RenderedFrame]:
     """Output frames ``[start, stop)`` of `timeline`, decoding only what they need from `path`.
 
     `frame_pts` (e.g. `SourceAnalysis.pts`) lets the decoder seek instead of reading from the
-    top. The frames come out in order with their global output index.
+    top; `demuxer` is the source's container format (`VideoInfo.demuxer`). The frames come out
+    in order with their global output index.
     """
     from reframe.video.decode import iter_frames
 
     span = timeline.source_span(start, stop)
     source = iter_frames(
-        path, start=span.start, stop=span.stop, frame_pts=frame_pts, threads=threads
+        path,
+        start=span.start,
+        stop=span.stop,
+        frame_pts=frame_pts,
+        threads=threads,
+        demuxer=demuxer,
     )
     return render_frames(source, timeline.frames[start:stop], interpolator, batch_size=batch_size)
 
@@ -295,15 +310,10 @@ class RenderReport:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def source_fps_of(info: VideoInfo, analysis: SourceAnalysis) -> Fraction:
-    """The source's frame rate as a viewer sees it: frames over their real time span."""
-    times = analysis.times
-    if len(times) >= 2 and times[-1] > times[0]:
-        measured = Fraction(len(times) - 1) / (times[-1] - times[0])
-        if info.average_rate and abs(info.average_rate - measured) / measured < Fraction(1, 50):
-            return info.average_rate
-        return measured
-    return info.average_rate or Fraction(0)
+def source_timing(info: VideoInfo, analysis: SourceAnalysis) -> StreamTiming:
+    """The source's rate and span from its decoded frames' timestamps, measured by the same
+    rules as the probe that priced it (`reframe.video.timing`)."""
+    return measure_timing(analysis.times, tick=info.time_base, hints=(info.average_rate,))
 
 
 def plan_render(
@@ -311,31 +321,37 @@ def plan_render(
     target_fps: Fraction | float | int | str,
     *,
     scenes: SceneSettings | None = None,
+    demuxer: str | None = None,
 ) -> RenderPlan:
-    """Read the source once at thumbnail size, detect cuts and repeats, plan the output."""
+    """Read the source once at thumbnail size, detect cuts and repeats, plan the output.
+
+    The timeline follows the frames' real timestamps (variable rate included) and lasts
+    `clip_duration`: the frames' span, or the header's duration when that is longer, the same
+    length the probe priced. `demuxer`: the container format the probe found, so the render
+    reads the file the way it was priced (None: detected, under the same whitelist).
+    """
     from reframe.engine.scenes import analyze_video
     from reframe.video.decode import read_video_info
 
     fps = as_fraction(target_fps)
-    info = read_video_info(path)
-    analysis = analyze_video(path, scenes)
-    source_fps = source_fps_of(info, analysis)
-    if fps <= source_fps:
+    info = read_video_info(path, demuxer=demuxer)
+    analysis = analyze_video(path, scenes, demuxer=info.demuxer)
+    timing = source_timing(info, analysis)
+    if not exceeds_source(fps, timing.rate):
         raise InvalidInput(
-            f"target fps {float(fps):g} must be above the source's {float(source_fps):.3f} fps; "
-            "pick a higher --target-fps"
+            f"target fps {float(fps):g} must be above the source's "
+            f"{float(timing.rate):.3f} fps (compared at {SOURCE_FPS_DECIMALS} decimals, "
+            f"{float(rounded_fps(timing.rate)):.{SOURCE_FPS_DECIMALS}f}); pick a higher "
+            "--target-fps"
         )
-    duration = None
-    if info.duration is not None and len(analysis.times) > 1:
-        duration = info.duration - (analysis.times[0] - info.start_time)
     timeline = plan_timeline(
         analysis.times,
         fps,
-        duration=duration,
+        duration=clip_duration(info.duration, timing),
         anchors=analysis.anchors,
         cuts=analysis.cuts,
     )
-    return RenderPlan(info=info, analysis=analysis, timeline=timeline, source_fps=source_fps)
+    return RenderPlan(info=info, analysis=analysis, timeline=timeline, source_fps=timing.rate)
 
 
 def render_file(
@@ -374,12 +390,20 @@ def render_file(
         color=info.color,
         rotation=info.rotation,
         audio_from=source,
+        audio_demuxer=info.demuxer,
         start_time=plan.analysis.times[0],
     )
     try:
         with writer:
             frames = render_chunk(
-                source, timeline, 0, total, interpolator, frame_pts=None, batch_size=batch
+                source,
+                timeline,
+                0,
+                total,
+                interpolator,
+                frame_pts=None,
+                batch_size=batch,
+                demuxer=info.demuxer,
             )
             for done, frame in enumerate(frames, start=1):
                 writer.write(frame.rgb)

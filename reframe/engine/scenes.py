@@ -197,10 +197,13 @@ def build_analysis(
     )
 
 
-def analyze_video(path: Path, settings: SceneSettings | None = None) -> SourceAnalysis:
-    """Decode `path` once at thumbnail size and analyse it."""
+def analyze_video(
+    path: Path, settings: SceneSettings | None = None, *, demuxer: str | None = None
+) -> SourceAnalysis:
+    """Decode `path` once at thumbnail size and analyse it (`demuxer`: the probed container
+    format, see `reframe.video.media.open_media`)."""
     from reframe.video.decode import iter_frames, read_video_info
 
-    info = read_video_info(path)
+    info = read_video_info(path, demuxer=demuxer)
     size = analysis_size(info.width, info.height)
-    return analyze_frames(iter_frames(path, size=size), settings)
+    return analyze_frames(iter_frames(path, size=size, demuxer=info.demuxer), settings)

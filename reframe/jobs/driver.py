@@ -188,6 +188,8 @@ def render_stored_job(
             watermark=job.watermarked,
             progress=progress,
             run_id=f"{job.id}-a{job.attempts}",
+            # The container the upload was probed as: every open of it insists on that format.
+            demuxer=(job.input_file.probe or {}).get("container"),
         )
         # Actors read the input while they render: a rewrite in the meantime could have mixed
         # two clips into one output.

@@ -92,6 +92,7 @@ class RenderSpec:
     segment_prefix: str
     segment_suffix: str = ".mp4"
     metric_tags: dict[str, str] = field(default_factory=dict)
+    demuxer: str | None = None  # the input's probed container format (see video.media)
 
     def segment_key(self, chunk_index: int) -> str:
         return f"{self.segment_prefix}/{chunk_index:05d}{self.segment_suffix}"
@@ -156,6 +157,7 @@ class ChunkRenderer:
             frame_pts=spec.frame_pts,
             batch_size=spec.batch_size,
             threads=1,
+            demuxer=spec.demuxer,
         )
         # The segment is stamped where its frames sit in the whole render, so its timestamps
         # already equal the single-process output's; stitching then only copies packets.

@@ -98,18 +98,20 @@ class PipelineResult:
         return max(0.0, first - self.started_at - self.plan_seconds)
 
 
-def keyframe_indices(path: Path, frame_pts: Sequence[int]) -> list[int]:
+def keyframe_indices(
+    path: Path, frame_pts: Sequence[int], *, demuxer: str | None = None
+) -> list[int]:
     """Indices (in presentation order, matching `frame_pts`) of the video's keyframes.
 
     Reads packet headers only; chunk seams prefer these so that no actor decodes a GOP head
-    only to throw it away.
+    only to throw it away. `demuxer`: the source's container format (`VideoInfo.demuxer`).
     """
-    import av
+    from reframe.video.media import open_media
 
     index_of = {int(p): i for i, p in enumerate(frame_pts)}
-    with av.open(str(path)) as container:
+    with open_media(path, demuxer=demuxer) as container:
         if not container.streams.video:
-            raise InvalidMedia(f"{path}: contains no video stream")
+            raise InvalidMedia(f"{path.name}: contains no video stream")
         stream = container.streams.video[0]
         found = {
             index_of[int(packet.pts)]
@@ -161,12 +163,14 @@ def run_render(
     watermark: bool = False,
     progress: ProgressCallback | None = None,
     run_id: str | None = None,
+    demuxer: str | None = None,
 ) -> PipelineResult:
     """Render `input_key` (in `storage`) to the local file `output` on the connected Ray cluster.
 
     Ray must already be initialised (`pipelines/render.py` and `reframe render --ray` do that).
     `storage` is this process's client; actors build their own from `worker`. Segments are
     written under `pipeline/<run_id>/` and removed afterwards.
+    `demuxer`: the container format the probe found; every open of the input insists on it.
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -184,14 +188,14 @@ def run_render(
 
     with storage.local_path(input_key) as source:
         # The same analysis (cuts, repeats) and timeline as `reframe render` on this file.
-        plan = plan_render(source, target_fps, scenes=options.scenes())
+        plan = plan_render(source, target_fps, scenes=options.scenes(), demuxer=demuxer)
         info, timeline = plan.info, plan.timeline
         frame_pts = plan.analysis.pts
         batch_size = options.batch_size or default_batch_size(info.width, info.height)
         chunks = plan_timeline_chunks(
             timeline,
             chunk_frames=options.chunk_frames,
-            keyframes=keyframe_indices(source, frame_pts),
+            keyframes=keyframe_indices(source, frame_pts, demuxer=info.demuxer),
             batch_size=batch_size,
         )
         spec = RenderSpec(
@@ -209,6 +213,7 @@ def run_render(
             batch_size=batch_size,
             segment_prefix=f"pipeline/{run_id}",
             metric_tags={"run": run_id[:12]},
+            demuxer=info.demuxer,
         )
         plan_seconds = time.perf_counter() - started
         log.info(
@@ -303,7 +308,9 @@ def _stitch(
         # takes it from the first segment unchanged.
         with tempfile.TemporaryDirectory(prefix="reframe-stitch-", dir=output.parent) as tmp:
             partial = Path(tmp) / f"out{output.suffix}"
-            stitch_segments(segments, partial, frame_rate=fps, audio_source=audio)
+            stitch_segments(
+                segments, partial, frame_rate=fps, audio_source=audio, audio_demuxer=info.demuxer
+            )
             partial.replace(output)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from reframe.config import Settings
 from reframe.errors import InvalidInput, TooLarge
+from reframe.video import timing
 
 # A float duration like 2.0000001 from a container must not cost an extra xecond.
 _DURATION_EPSILON = 1e-6
@@ -67,10 +68,12 @@ def target_fps_problem(target_fps: float, source_fps: float, settings: Settings)
     lo, hi = settings.min_target_fps, settings.max_target_fps
     if not math.isfinite(target_fps) or not lo <= target_fps <= hi:
         return f"target_fps must be between {lo} and {hi} fps; got {target_fps:g}"
-    if target_fps <= source_fps:
+    if not timing.exceeds_source(target_fps, source_fps):
+        shown = float(timing.rounded_fps(source_fps))
         return (
-            f"target_fps must be greater than the source frame rate ({source_fps:g} fps); "
-            f"got {target_fps:g}"
+            "target_fps must be greater than the source frame rate "
+            f"({shown:.{timing.SOURCE_FPS_DECIMALS}f} fps, measured from the file's timestamps "
+            f"and rounded to {timing.SOURCE_FPS_DECIMALS} decimals); got {target_fps:g}"
         )
     return None
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from reframe.errors import InvalidMedia
+from reframe.video.timing import header_length
 
 # FFmpeg enum values (AVColorSpace, AVColorRange, ...) as stored in files.
 MATRIX_RGB = 0
@@ -64,11 +65,12 @@ class VideoInfo:
     time_base: Fraction
     average_rate: Fraction | None
     start_time: Fraction  # seconds, presentation time of the first frame as the stream says
-    duration: Fraction | None  # seconds, from the stream or container
+    duration: Fraction | None  # seconds from the first frame, as the header says (a hint)
     frame_count: int  # 0 when the container does not say
     rotation: int  # degrees, counter-clockwise, as stored in the display matrix
     color: ColorInfo
     audio_codec: str | None
+    demuxer: str  # the container format FFmpeg read it as; later opens insist on the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +81,13 @@ class DecodedFrame:
     rgb: np.ndarray  # (H, W, 3) uint8
 
 
-def _open(path: Path) -> Any:
-    import av
+def _open(path: Path, demuxer: str | None) -> Any:
+    from reframe.video.media import open_media
 
-    if not path.exists():
-        raise InvalidMedia(f"{path}: no such file")
-    if path.is_dir():
-        raise InvalidMedia(f"{path}: is a directory, not a video file")
-    try:
-        container = av.open(str(path), mode="r")
-    except av.error.FFmpegError as exc:
-        raise InvalidMedia(f"{path}: not a readable video file ({exc})") from exc
-    except OSError as exc:
-        raise InvalidMedia(f"{path}: cannot open ({exc})") from exc
+    container = open_media(path, demuxer=demuxer)
     if not container.streams.video:
         container.close()
-        raise InvalidMedia(f"{path}: contains no video stream")
+        raise InvalidMedia(f"{path.name}: contains no video stream")
     return container
 
 
@@ -107,30 +100,31 @@ def _color_of(frame: Any) -> ColorInfo:
     )
 
 
-def read_video_info(path: Path) -> VideoInfo:
+def read_video_info(path: Path, *, demuxer: str | None = None) -> VideoInfo:
     """Stream metadata plus colour and rotation, read from the first decoded frame.
 
     Colour tags and the display matrix are only reliable on frames (containers disagree on where
     they live), so the first frame is decoded; that costs one frame, not a pass over the file.
+    `demuxer`: the container format the probe found (see `reframe.video.media.open_media`).
     """
     import av
 
-    container = _open(path)
+    container = _open(path, demuxer)
     try:
         stream = container.streams.video[0]
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
         try:
             first = next(container.decode(stream), None)
         except av.error.FFmpegError as exc:
-            raise InvalidMedia(f"{path}: the video stream cannot be decoded ({exc})") from exc
+            raise InvalidMedia(f"{path.name}: the video stream cannot be decoded ({exc})") from exc
         if first is None:
-            raise InvalidMedia(f"{path}: the video stream has no frames")
+            raise InvalidMedia(f"{path.name}: the video stream has no frames")
         start = Fraction(first.pts) * tb if first.pts is not None else Fraction(0)
-        duration: Fraction | None = None
-        if stream.duration:
-            duration = Fraction(stream.duration) * tb
-        elif container.duration:
-            duration = Fraction(container.duration, 1_000_000)
+        duration = header_length(
+            Fraction(stream.duration) * tb if stream.duration else None,
+            Fraction(container.duration, 1_000_000) if container.duration else None,
+            start,
+        )
         audio = container.streams.audio
         return VideoInfo(
             path=path,
@@ -146,6 +140,7 @@ def read_video_info(path: Path) -> VideoInfo:
             rotation=round(first.rotation or 0),
             color=_color_of(first),
             audio_codec=str(audio[0].codec_context.name) if audio else None,
+            demuxer=str(container.format.name),
         )
     finally:
         container.close()
@@ -174,6 +169,7 @@ def iter_frames(
     size: tuple[int, int] | None = None,
     gray: bool = False,
     threads: int | None = None,
+    demuxer: str | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode frames ``[start, stop)`` in presentation order.
 
@@ -181,11 +177,11 @@ def iter_frames(
     starting mid-clip seeks to the keyframe before `start` instead of decoding from the top.
     `size` = (width, height) scales while converting (used by scene analysis); `gray` yields
     (H, W, 1) luma instead of RGB. Frames whose timestamps do not increase (broken muxes) are
-    dropped so the output timeline stays strictly ordered.
+    dropped so the output timeline stays strictly ordered. `demuxer`: as in `read_video_info`.
     """
     import av
 
-    container = _open(path)
+    container = _open(path, demuxer)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -222,7 +218,7 @@ def iter_frames(
                 if stop is not None and index >= stop:
                     return
         except av.error.FFmpegError as exc:
-            raise InvalidMedia(f"{path}: decoding failed at frame {index} ({exc})") from exc
+            raise InvalidMedia(f"{path.name}: decoding failed at frame {index} ({exc})") from exc
     finally:
         container.close()
 

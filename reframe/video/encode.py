@@ -125,7 +125,8 @@ class VideoWriter:
 
     Use as a context manager; frames must all have the same (H, W, 3) uint8 shape.
     `start_time` (seconds) is when frame 0 is shown; pass the source's first-frame time so audio
-    copied with its original timestamps stays in sync.
+    copied with its original timestamps stays in sync. `audio_demuxer`: the container format of
+    `audio_from` as probed (see `reframe.video.media.open_media`).
     """
 
     def __init__(
@@ -139,6 +140,7 @@ class VideoWriter:
         color: ColorInfo | None = None,
         rotation: int = 0,
         audio_from: Path | None = None,
+        audio_demuxer: str | None = None,
         start_time: Fraction = Fraction(0),
     ) -> None:
         import av
@@ -158,7 +160,9 @@ class VideoWriter:
         self._container: Any = av.open(str(path), mode="w", format=self._fmt)
         try:
             self._stream = self._add_video_stream(rotation)
-            self._audio = AudioCarrier(self._container, audio_from, self._fmt)
+            self._audio = AudioCarrier(
+                self._container, audio_from, self._fmt, source_demuxer=audio_demuxer
+            )
         except Exception:
             self._container.close()
             raise

@@ -17,6 +17,7 @@ from typing import Any
 
 from reframe.errors import InvalidInput, RenderError
 from reframe.video.decode import RANGE_UNSPECIFIED, ColorInfo
+from reframe.video.media import open_media
 
 # Audio codecs each container family takes as-is (FFmpeg muxer support).
 _COPYABLE_AUDIO: dict[str, frozenset[str] | None] = {
@@ -114,11 +115,13 @@ def stitch_segments(
     *,
     frame_rate: Fraction,
     audio_source: Path | None = None,
+    audio_demuxer: str | None = None,
     color: ColorInfo | None = None,
 ) -> StitchResult:
     """Write `segments` (in output order) to `dest`, then the first audio stream of
     `audio_source`, if it has one: copied unchanged where `dest`'s container can hold it,
-    re-encoded otherwise (PCM from a camera into MP4, say)."""
+    re-encoded otherwise (PCM from a camera into MP4, say). `audio_demuxer`: the source's
+    probed container format (see `reframe.video.media.open_media`)."""
     import av
 
     if not segments:
@@ -132,7 +135,7 @@ def stitch_segments(
             )
         expected += segment.frames
 
-    inputs = [av.open(str(s.path)) for s in segments]
+    inputs = [open_media(s.path) for s in segments]
     audio: AudioCarrier | None = None
     try:
         template = inputs[0].streams.video[0]
@@ -141,7 +144,9 @@ def stitch_segments(
             if color is not None:
                 _apply_color(video_out, color)
             # Before the first packet: the muxer writes its header then, with every stream.
-            audio = AudioCarrier(out, audio_source, container_format(dest))
+            audio = AudioCarrier(
+                out, audio_source, container_format(dest), source_demuxer=audio_demuxer
+            )
             written = 0
             for segment, container in zip(segments, inputs, strict=True):
                 written += _copy_segment(container, segment, video_out, template, frame_rate, out)
@@ -204,7 +209,14 @@ class AudioCarrier:
     source's), which the container turns into an edit list where needed.
     """
 
-    def __init__(self, container: Any, source: Path | None, fmt: str) -> None:
+    def __init__(
+        self,
+        container: Any,
+        source: Path | None,
+        fmt: str,
+        *,
+        source_demuxer: str | None = None,
+    ) -> None:
         import av
 
         self._out_container = container
@@ -219,7 +231,7 @@ class AudioCarrier:
         self.packets = 0  # audio packets muxed into the output
         if source is None:
             return
-        self._input = av.open(str(source), mode="r")
+        self._input = open_media(source, demuxer=source_demuxer)
         if not self._input.streams.audio:
             self._input.close()
             self._input = None

@@ -10,6 +10,15 @@ The work happens in a short-lived child Python process that
   decoding, counts packets up to a frame limit and decodes only the first frame;
 - is killed outright when the wall-clock limit passes.
 
+Rate and duration come from the packets' own timestamps (`reframe.video.timing`, the rules the
+renderer plans with), not from the header: a variable-rate phone clip reports its mean rate, a
+Matroska file without a default frame duration does not report its 1 ms time base as 1000 fps,
+and a header whose duration was rewritten shorter than the frames cannot make a clip cheaper.
+
+When the child fails without an answer (a crash, a bug), its stderr goes to the server log and
+the caller gets `ProbeFailed` with a generic message: tracebacks and server paths never reach a
+user.
+
 `probe_video` blocks for up to `limits.timeout_sec`; call it from a worker thread in async code.
 The maximum duration is the caller's rule (it is a pricing limit, not a safety one).
 """
@@ -17,39 +26,27 @@ The maximum duration is the caller's rule (it is a pricing limit, not a safety o
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from reframe.errors import InvalidMedia, ReframeError
-
-# Demuxers a user's video can reasonably arrive in. Excludes hls, concat, image2, tee and other
-# formats that read further files or URLs named inside the input.
-ALLOWED_FORMATS = (
-    "mov,mp4,m4a,3gp,3g2,mj2",
-    "matroska,webm",
-    "avi",
-    "mpegts",
-    "mpeg",
-    "flv",
-    "ogg",
-    "asf",
-    "h264",
-    "hevc",
-    "m4v",
-    "ivf",
-    "yuv4mpegpipe",
-    "gif",
-    # Probing a plain audio file must say "audio-only", not "unrecognised"; these are harmless.
-    "mp3",
-    "wav",
-    "aac",
-    "flac",
+from reframe.video.media import open_media
+from reframe.video.timing import (
+    SINGLE_FRAME,
+    StreamTiming,
+    clip_duration,
+    header_length,
+    measure_timing,
 )
+
+log = logging.getLogger(__name__)
 
 # FFmpeg's AVColor* enum values (stable across versions); "unspecified" is reported as None.
 _COLOR_RANGE = {1: "tv", 2: "pc"}
@@ -106,7 +103,13 @@ _MAX_DECODE_ERRORS = 32
 
 
 class ProbeFailed(ReframeError):
-    """The probe itself broke (not the file's fault): 500, details in the server log."""
+    """The probe itself broke (not the file's fault): 500, details in the server log only."""
+
+
+PROBE_FAILED_MESSAGE = (
+    "The video could not be checked because of a problem on our side; the upload is kept. "
+    "Try again in a few minutes, and contact support if it keeps happening."
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,13 @@ class ProbeLimits:
 
 @dataclass(frozen=True)
 class VideoProbe:
-    """What a video is. Colour fields use FFmpeg's names and are None when unspecified."""
+    """What a video is. Colour fields use FFmpeg's names and are None when unspecified.
+
+    `fps` is measured from the frames' timestamps (see `reframe.video.timing`): an exact ratio
+    (`fps_fraction`) at a constant rate, the mean over the frames when `variable_frame_rate`.
+    `header_fps` is what the container states (avg_frame_rate), a hint that may be wrong or
+    missing. `duration_sec` is the longer of the frames' span and the header's duration.
+    """
 
     duration_sec: float
     fps: float
@@ -143,6 +152,9 @@ class VideoProbe:
     color_matrix: str | None
     container: str
     bit_rate: int | None
+    # Added later: defaults keep probes stored before them readable.
+    variable_frame_rate: bool = False
+    header_fps: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,10 +232,11 @@ def _parse_child_output(done: subprocess.CompletedProcess[bytes]) -> VideoProbe:
             "the video could not be read within the server's memory and CPU limits; "
             "re-encode it (e.g. H.264 in MP4) and upload again"
         )
-    stderr_tail = done.stderr.decode("utf-8", "replace")[-2000:]
-    raise ProbeFailed(
-        f"the video probe failed unexpectedly (exit {done.returncode}): {stderr_tail}"
-    )
+    # A bug or a broken installation: the traceback names server paths and code, so it goes to
+    # the log for operators, and the user gets a message without it.
+    stderr_tail = done.stderr.decode("utf-8", "replace")[-4000:]
+    log.error("video probe child exited %s without a result:\n%s", done.returncode, stderr_tail)
+    raise ProbeFailed(PROBE_FAILED_MESSAGE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,30 +271,14 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
         return str(exc).replace(path, shown)
 
     options = {
-        "protocol_whitelist": "file",
-        "format_whitelist": ",".join(ALLOWED_FORMATS),
         "probesize": str(max(32, limits.max_bytes_read)),
         "analyzeduration": str(10_000_000),  # microseconds of media, not of wall time
     }
+    # open_media's reasons start with the file's name, which the user knows already.
     try:
-        container = av.open(path, mode="r", options=options, metadata_errors="ignore")
-    except av.error.EOFError:
-        raise InvalidMedia(
-            "the file ends before any video data; it is empty or the upload was cut short"
-        ) from None
-    except av.error.InvalidDataError:
-        raise InvalidMedia(
-            "this is not a video file we can read: the container is unrecognised or damaged "
-            "(a truncated MP4 looks like this); upload an MP4, MOV, MKV or WebM video"
-        ) from None
-    except av.FFmpegError as exc:
-        if "not on whitelist" in str(exc):
-            raise InvalidMedia(
-                "this is not a video file we can read: playlists, stream descriptions and "
-                "other formats that point at further files are not accepted; upload an MP4, "
-                "MOV, MKV or WebM video"
-            ) from None
-        raise InvalidMedia(f"the file could not be opened as a video: {reason(exc)}") from None
+        container = open_media(path, options=options)
+    except InvalidMedia as exc:
+        raise InvalidMedia(exc.message.removeprefix(f"{shown}: ")) from None
 
     with container:
         attached_pic = av.stream.Disposition.attached_pic
@@ -289,7 +286,7 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
         audios = list(container.streams.audio)
         if not videos:
             if audios:
-                codec = audios[0].codec_context.name
+                codec = _codec_name(audios[0]) or "an unknown codec"
                 raise InvalidMedia(
                     f"the file contains only audio ({codec}) and no video stream; "
                     "upload a video file"
@@ -297,6 +294,12 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
             raise InvalidMedia("the file contains no video stream; upload a video file")
         stream = videos[0]
         ctx = stream.codec_context
+        if ctx is None:
+            # FFmpeg has no decoder for this stream (PyAV then gives it no codec context).
+            raise InvalidMedia(
+                "the video stream uses a codec this service cannot decode; re-encode it to "
+                "H.264, HEVC, VP9 or AV1 (e.g. an MP4 from any editor) and upload again"
+            )
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if width <= 0 or height <= 0:
             raise InvalidMedia("the video stream has no picture size; the file is damaged")
@@ -316,8 +319,7 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
         count = 0
         decode_errors = 0
         first = None
-        first_pts: int | None = None
-        last_end: int | None = None
+        stamps: list[int] = []  # presentation timestamps of the packets, in time-base ticks
         try:
             for packet in container.demux(stream):
                 if not packet.size:
@@ -328,10 +330,9 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
                         f"the video has more than {limits.max_frames:,} frames, over the "
                         "limit; trim it and upload again"
                     )
-                if packet.pts is not None:
-                    first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
-                    end = packet.pts + (packet.duration or 0)
-                    last_end = end if last_end is None else max(last_end, end)
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is not None:
+                    stamps.append(int(stamp))
                 if first is None:
                     try:
                         frames = stream.decode(packet)
@@ -369,37 +370,29 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
                 "are present; the upload was probably cut short, upload it again"
             )
 
-        time_base = stream.time_base
-        duration = 0.0
-        if stream.duration and time_base:
-            duration = float(stream.duration * time_base)
-        elif container.duration:
-            duration = container.duration / 1_000_000
-        elif first_pts is not None and last_end is not None and time_base:
-            duration = float((last_end - first_pts) * time_base)
-        rate = stream.average_rate or stream.guessed_rate
-        if rate is None or rate <= 0:
-            if duration <= 0:
-                raise InvalidMedia("the video's frame rate and duration cannot be determined")
-            fps = count / duration
-            fps_fraction = f"{round(fps * 1000)}/1000"
-        else:
-            fps = float(rate)
-            fps_fraction = f"{rate.numerator}/{rate.denominator}"
-        if duration <= 0:
-            duration = count / fps
+        time_base = Fraction(stream.time_base) if stream.time_base else None
+        header_rate = Fraction(stream.average_rate) if stream.average_rate else None
+        hints = [header_rate, Fraction(stream.guessed_rate) if stream.guessed_rate else None]
+        header = header_length(
+            stream.duration * time_base if stream.duration and time_base else None,
+            Fraction(container.duration, 1_000_000) if container.duration else None,
+            min(stamps) * time_base if stamps and time_base else Fraction(0),
+        )
+        timing = _stream_timing(count, stamps, time_base, hints, header)
+        duration = clip_duration(header, timing)
+        rate = timing.rate
 
         return VideoProbe(
-            duration_sec=round(duration, 6),
-            fps=fps,
-            fps_fraction=fps_fraction,
+            duration_sec=round(float(duration), 6),
+            fps=float(rate),
+            fps_fraction=f"{rate.numerator}/{rate.denominator}",
             width=width,
             height=height,
             codec=str(ctx.name),
             pix_fmt=ctx.pix_fmt,
             frame_count=count,
             has_audio=bool(audios),
-            audio_codec=str(audios[0].codec_context.name) if audios else None,
+            audio_codec=_codec_name(audios[0]) if audios else None,
             rotation=int(getattr(first, "rotation", 0) or 0) % 360,
             color_range=_name(_COLOR_RANGE, first.color_range),
             color_primaries=_name(_COLOR_PRIMARIES, first.color_primaries),
@@ -407,7 +400,41 @@ def _probe_in_this_process(path: str, limits: ProbeLimits) -> VideoProbe:
             color_matrix=_name(_COLOR_MATRIX, first.colorspace),
             container=str(container.format.name),
             bit_rate=int(container.bit_rate) if container.bit_rate else None,
+            variable_frame_rate=timing.variable,
+            header_fps=float(header_rate) if header_rate else None,
         )
+
+
+def _codec_name(stream: Any) -> str | None:
+    ctx = stream.codec_context
+    return str(ctx.name) if ctx is not None else None
+
+
+def _stream_timing(
+    count: int,
+    stamps: list[int],
+    time_base: Fraction | None,
+    hints: list[Fraction | None],
+    header: Fraction | None,
+) -> StreamTiming:
+    """Rate and span from the packets' timestamps; from the header only for the rare stream
+    that carries no timestamps at all (some raw elementary streams)."""
+    if time_base and len(stamps) == count:
+        return measure_timing((s * time_base for s in stamps), tick=time_base, hints=hints)
+    if count == 1:
+        raise InvalidMedia(SINGLE_FRAME)
+    rate = next((h for h in hints if h is not None and h > 0), None)
+    if rate is None:
+        if not header:
+            raise InvalidMedia(
+                "the video's frame rate and duration cannot be determined: its frames carry no "
+                "timestamps; re-encode it (e.g. H.264 in MP4) and upload again"
+            )
+        rate = Fraction(count) / header
+    span = Fraction(count) / rate
+    if span <= 0:
+        raise InvalidMedia("the video has zero duration; upload a clip with motion")
+    return StreamTiming(frames=count, rate=rate, measured=rate, span=span, variable=False)
 
 
 def _child_main(argv: list[str]) -> int:

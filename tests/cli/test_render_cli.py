@@ -81,7 +81,7 @@ def test_lossless_hevc_watermarked_options_reach_the_output(
     ("setup", "fps", "message"),
     [
         ("missing", "60", "no such file"),
-        ("text", "60", "not a readable video"),
+        ("text", "60", "not a video file we can read"),
         ("clip", "24", "must be above the source"),
         ("clip", "fast", "must be a number"),
         ("clip", "-5", "must be above the source"),

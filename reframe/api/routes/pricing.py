@@ -25,6 +25,7 @@ from reframe.config import Settings
 from reframe.db.models import CreditPool
 from reframe.errors import InsufficientCredits
 from reframe.services import jobs, ledger, ownership, pricing, uploads
+from reframe.video import timing
 
 router = APIRouter(prefix="/pricing", tags=["pricing"])
 
@@ -87,6 +88,8 @@ def pricing_config(settings: SettingsDep) -> PricingConfigOut:
             max_target_fps=settings.max_target_fps,
             upload_url_ttl_sec=settings.upload_url_ttl_sec,
             download_url_ttl_sec=settings.download_url_ttl_sec,
+            source_fps_decimals=timing.SOURCE_FPS_DECIMALS,
+            source_fps_rule=timing.source_fps_rule(),
         ),
         free_credits=FreeCreditPolicy(
             signup_xeconds=settings.free_xeconds_on_signup,
@@ -156,6 +159,9 @@ def estimate_video(
         video=VideoInfo(
             duration_sec=duration,
             fps=fps,
+            fps_fraction=probe.get("fps_fraction"),
+            variable_frame_rate=bool(probe.get("variable_frame_rate")),
+            header_fps=probe.get("header_fps"),
             width=int(probe["width"]),
             height=int(probe["height"]),
             codec=str(probe["codec"]),

@@ -431,7 +431,8 @@
   function showEstimate(estimate) {
     const probe = estimate.video;
     setText("probe-duration", fmtSeconds(probe.duration_sec));
-    setText("probe-fps", fmtFps(probe.fps));
+    // A variable-rate clip (phones, screen recorders) is priced and rendered at its mean rate.
+    setText("probe-fps", probe.variable_frame_rate ? `${fmtFps(probe.fps)} (variable; average)` : fmtFps(probe.fps));
     setText("probe-resolution", probe.width && probe.height ? `${probe.width} × ${probe.height}` : "–");
     setText("probe-codec", probe.codec || "–");
     setText("probe-audio", probe.has_audio ? "yes (kept in the render)" : "none");
