@@ -296,7 +296,6 @@ def test_upload_streams_with_content_length_and_never_sends_the_key_to_storage(
     assert sha256(stored) == sha256(data)
 
 
-@pytest.mark.slow
 def test_a_big_upload_is_streamed_from_disk_not_read_into_memory(
     live_api: LiveApi, tmp_path: Path
 ) -> None:
