@@ -31,10 +31,12 @@ from reframe_client import (
 from reframe_client import models as m
 from sqlalchemy import text
 
+from reframe.storage.s3 import S3Storage
 from tests.clients.conftest import LiveApi, LiveApiFactory
 from tests.clients.scripted import FRAMES, FlakyNetwork, ScriptedRender, is_post_jobs
 from tests.clients.scripted import is_storage_get as is_download
 from tests.fixtures.media import make_clip
+from tests.fixtures.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
 MIB = 1024 * 1024
 
@@ -395,3 +397,43 @@ def test_the_async_client_renders_retries_and_types_errors_the_same(
         None,
         "bytes=5000-",
     ]
+
+
+@pytest.mark.s3
+def test_upload_and_resumed_download_work_against_s3(
+    live_api_factory: LiveApiFactory,
+    s3_storage: S3Storage,
+    s3_endpoint: str,
+    s3_bucket: str,
+    clip: Path,
+    tmp_path: Path,
+) -> None:
+    api = live_api_factory(
+        storage_backend="s3",
+        s3_bucket=s3_bucket,
+        s3_endpoint_url=s3_endpoint,
+        s3_region=S3_REGION,
+        s3_access_key_id=S3_ACCESS_KEY,
+        s3_secret_access_key=S3_SECRET_KEY,
+    )
+    network = FlakyNetwork(
+        cut_download=lambda r: r.method == "GET" and str(r.url).startswith(s3_endpoint),
+        cut_after=1000,
+    )
+    with api.client(api.create_account(), transport=network, sleep=Sleeps()) as client:
+        up = client.upload(clip)
+        estimate = client.estimate_video(up.key, [60])  # the server reads it back from S3
+        inputs = client.get_project(up.project_id).inputs
+        link = client.file_download(up.project_id, inputs[0].file_id)
+        saved = client.download(link.url, tmp_path / "from-s3.mp4")
+    assert estimate.video.width == 128
+    (put,) = [r for r in network.sent if r.method == "PUT"]
+    assert str(put.url).startswith(s3_endpoint)  # straight to S3, not through the API
+    assert "authorization" not in put.headers
+    storage_gets = [r for r in network.sent if str(r.url).startswith(s3_endpoint)]
+    assert [r.headers.get("range") for r in storage_gets if r.method == "GET"] == [
+        None,
+        "bytes=1000-",
+    ]
+    assert sha256(saved) == sha256(clip)
+    assert s3_storage.head(up.key) is not None
