@@ -146,6 +146,14 @@ class FlakyNetwork(httpx.BaseTransport, httpx.AsyncBaseTransport):
             return "cut"
         return None
 
+    def _cut(self, response: httpx.Response, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CutStream(response, self.cut_after),
+            request=request,
+        )
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         fault = self._fault(request)
         response = self.sync.handle_request(request)
@@ -153,14 +161,7 @@ class FlakyNetwork(httpx.BaseTransport, httpx.AsyncBaseTransport):
             self.lost.append(response.read())
             response.close()
             raise httpx.ReadError("connection reset before the answer arrived (test)")
-        if fault == "cut":
-            return httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=_CutStream(response, self.cut_after),
-                request=request,
-            )
-        return response
+        return self._cut(response, request) if fault == "cut" else response
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         fault = self._fault(request)
@@ -169,14 +170,7 @@ class FlakyNetwork(httpx.BaseTransport, httpx.AsyncBaseTransport):
             self.lost.append(await response.aread())
             await response.aclose()
             raise httpx.ReadError("connection reset before the answer arrived (test)")
-        if fault == "cut":
-            return httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=_CutStream(response, self.cut_after),
-                request=request,
-            )
-        return response
+        return self._cut(response, request) if fault == "cut" else response
 
     def close(self) -> None:
         self.sync.close()

@@ -31,14 +31,16 @@ from reframe_client import (
 from reframe_client import models as m
 from sqlalchemy import text
 
+from reframe.config import Settings
 from reframe.storage.s3 import S3Storage
 from tests.clients.conftest import LiveApi, LiveApiFactory
 from tests.clients.scripted import FRAMES, FlakyNetwork, ScriptedRender, is_post_jobs
 from tests.clients.scripted import is_storage_get as is_download
 from tests.fixtures.media import make_clip
-from tests.fixtures.s3 import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
 MIB = 1024 * 1024
+S3_FIELDS = {"storage_backend", "s3_bucket", "s3_endpoint_url", "s3_region"}
+S3_FIELDS |= {"s3_access_key_id", "s3_secret_access_key"}
 
 
 class Sleeps:
@@ -403,19 +405,12 @@ def test_the_async_client_renders_retries_and_types_errors_the_same(
 def test_upload_and_resumed_download_work_against_s3(
     live_api_factory: LiveApiFactory,
     s3_storage: S3Storage,
+    s3_settings: Settings,
     s3_endpoint: str,
-    s3_bucket: str,
     clip: Path,
     tmp_path: Path,
 ) -> None:
-    api = live_api_factory(
-        storage_backend="s3",
-        s3_bucket=s3_bucket,
-        s3_endpoint_url=s3_endpoint,
-        s3_region=S3_REGION,
-        s3_access_key_id=S3_ACCESS_KEY,
-        s3_secret_access_key=S3_SECRET_KEY,
-    )
+    api = live_api_factory(**s3_settings.model_dump(include=S3_FIELDS))
     network = FlakyNetwork(
         cut_download=lambda r: r.method == "GET" and str(r.url).startswith(s3_endpoint),
         cut_after=1000,

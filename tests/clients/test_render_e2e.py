@@ -68,6 +68,12 @@ def customer(tmp_path: Path, service: LiveApi) -> tuple[Path, dict[str, str]]:
     return tmp_path, env
 
 
+def run_in(work: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
 def probe(path: Path) -> tuple[Fraction, int, bool]:
     """(frame rate, decoded frame count, has audio) of a rendered file."""
     with av.open(str(path)) as container:
@@ -92,25 +98,8 @@ def test_reframe_client_render_to_done_with_both_progress_bars(
     work, env = customer(tmp_path, service)
     # A terminal as far as rich is concerned, so every refresh of the bars is in the output.
     env.update(TTY_INTERACTIVE="1", TTY_COMPATIBLE="1", NO_COLOR="1", COLUMNS="160")
-    run = subprocess.run(
-        [
-            str(CLIENT),
-            "render",
-            "clip.mp4",
-            "--fps",
-            "60",
-            "-o",
-            "smooth.mp4",
-            "--poll-interval",
-            "0.5",
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    argv = ["render", "clip.mp4", "--fps", "60", "-o", "smooth.mp4", "--poll-interval", "0.5"]
+    run = run_in(work, env, str(CLIENT), *argv)
     bars = ANSI.sub("", run.stderr)
     assert run.returncode == 0, f"{run.stdout}\n{bars[-3000:]}"
     frames = assert_rendered_at_60(work / "smooth.mp4")
@@ -136,15 +125,7 @@ def readme_block(language: str, after: str) -> str:
 def test_the_readmes_python_workflow_renders_to_done(service: LiveApi, tmp_path: Path) -> None:
     work, env = customer(tmp_path, service)
     code = readme_block("python", "## Python client")
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    run = run_in(work, env, sys.executable, "-c", code)
     assert run.returncode == 0, run.stdout + run.stderr
     frames = assert_rendered_at_60(work / "smooth.mp4")
     assert f"saved smooth.mp4: {frames} frames" in run.stdout
@@ -158,15 +139,8 @@ def test_the_javascript_workflow_renders_to_done_under_node(
     service: LiveApi, tmp_path: Path
 ) -> None:
     work, env = customer(tmp_path, service)
-    run = subprocess.run(
-        ["node", str(ROOT / "clients" / "js" / "render.mjs"), "clip.mp4", "60", "smooth.mp4"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    script = str(ROOT / "clients" / "js" / "render.mjs")
+    run = run_in(work, env, "node", script, "clip.mp4", "60", "smooth.mp4")
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.findall(r"^status=(\w+)", run.stdout, flags=re.M)[-1] == "done", run.stdout
     assert_rendered_at_60(work / "smooth.mp4")

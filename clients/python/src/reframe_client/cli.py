@@ -226,6 +226,9 @@ def cmd_jobs(client: Reframe, args: argparse.Namespace, out: Console, err: Conso
     if args.json:
         _print_json(out, page)
         return 0
+    if not page.items:
+        out.print("no jobs" if page.total == 0 else f"no jobs past {page.offset} of {page.total}")
+        return 0
     table = Table(title=f"jobs {page.offset + 1}-{page.offset + len(page.items)} of {page.total}")
     for column in ("job_id", "status", "fps", "progress", "xeconds", "created"):
         table.add_column(column, no_wrap=column == "job_id")

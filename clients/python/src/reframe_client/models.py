@@ -222,14 +222,8 @@ class VideoInfo:
 
 
 @dataclasses.dataclass(frozen=True)
-class VideoOptionQuote:
+class VideoOptionQuote(OptionQuote):
     SCHEMA: ClassVar[str] = "VideoOptionQuote"
-    target_fps: int
-    allowed: bool
-    band: str | None
-    multiplier: int | None
-    charged_xeconds: int | None
-    reason: str | None
     covered_by_balance: bool
     payment_kind: CreditPool | None
     watermarked: bool | None
@@ -370,23 +364,23 @@ class JobCreated:
 
 
 @dataclasses.dataclass(frozen=True)
-class JobPage:
-    SCHEMA: ClassVar[str] = "Page_JobPublic_"
-    items: list[Job]
+class _Page:
     total: int
     limit: int
     offset: int
-    next_offset: int | None
+    next_offset: int | None  # None on the last page
 
 
 @dataclasses.dataclass(frozen=True)
-class ProjectPage:
+class JobPage(_Page):
+    SCHEMA: ClassVar[str] = "Page_JobPublic_"
+    items: list[Job]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectPage(_Page):
     SCHEMA: ClassVar[str] = "Page_ProjectPublic_"
     items: list[Project]
-    total: int
-    limit: int
-    offset: int
-    next_offset: int | None
 
 
 # --- shares -----------------------------------------------------------------------------------
