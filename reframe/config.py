@@ -7,8 +7,9 @@ a process starts, and pass the object down. Tests build their own `Settings(...)
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, model_validator
@@ -146,6 +147,13 @@ class Settings(BaseSettings):
     render_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     render_chunk_frames: int = Field(default=48, ge=2)
     render_actor_memory_gb: float | None = Field(default=None, gt=0)
+    # GPUs each interpolator actor asks for when the cluster has or can get GPUs (fractions pack
+    # several actors on one GPU; 0 never asks for GPUs), and the most actors one job may use.
+    render_gpus_per_actor: float = Field(default=1.0, ge=0)
+    render_max_actors_per_job: int = Field(default=8, ge=1)
+    # Test clusters only: actors given a logical GPU on a node without CUDA render on the CPU
+    # instead of failing the attempt.
+    render_allow_cpu_fallback: bool = False
 
     # Engine.
     model_dir: Path = Field(default_factory=_default_model_dir)
@@ -179,3 +187,54 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings from the environment of the calling process."""
     return Settings()
+
+
+# Settings that must never travel through Ray: not in a job's runtime_env (shown in the
+# dashboard), not in a deployment's or actor's arguments (kept in the GCS). Processes started
+# through Ray read them from their own environment or from REFRAME_SECRETS_DIR.
+SECRET_FIELDS = frozenset({"secret_key", "s3_access_key_id", "s3_secret_access_key"})
+# URLs are secrets only when they carry credentials (a PostgreSQL password, a Redis AUTH).
+_URL_FIELDS = ("database_url", "redis_url")
+SECRETS_DIR_ENV = "REFRAME_SECRETS_DIR"
+
+
+def secret_fields(settings: Settings) -> frozenset[str]:
+    """The fields of `settings` whose values are secret."""
+    names = set(SECRET_FIELDS)
+    for name in _URL_FIELDS:
+        value = getattr(settings, name)
+        if value and urlparse(value).password:
+            names.add(name)
+    return frozenset(names)
+
+
+def public_values(settings: Settings) -> dict[str, Any]:
+    """`settings` as JSON-able values without its secrets (for Serve deployment arguments)."""
+    values: dict[str, Any] = settings.model_dump(mode="json", exclude=set(secret_fields(settings)))
+    return values
+
+
+def write_secrets(settings: Settings, directory: Path) -> Path:
+    """Write the secrets `settings` holds into `directory`, one file per field as pydantic's
+    secrets_dir reads them (`reframe_<field>`), readable by this user only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for name in sorted(secret_fields(settings)):
+        value = getattr(settings, name)
+        path = directory / f"reframe_{name}"
+        if value is None:
+            path.unlink(missing_ok=True)
+            continue
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(str(value))
+    return directory
+
+
+def load_settings(values: dict[str, Any] | None = None) -> Settings:
+    """Settings in a process started through Ray: explicit `values` first, then REFRAME_*
+    variables, then the secret files in REFRAME_SECRETS_DIR when that folder exists here."""
+    secrets = os.environ.get(SECRETS_DIR_ENV)
+    if secrets and Path(secrets).is_dir():
+        return Settings(_secrets_dir=secrets, **(values or {}))
+    return Settings(**(values or {}))

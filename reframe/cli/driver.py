@@ -9,6 +9,7 @@ status and refunds through the job driver, reframe.jobs.driver); `--input FILE -
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -111,7 +112,7 @@ def render_job(args: argparse.Namespace, settings: Settings, options: RenderOpti
     """The `--job-id` mode: one attempt of an accepted job, settled by the job driver."""
     from reframe.db import make_engine, make_sessionmaker
     from reframe.db.models import Job
-    from reframe.jobs.driver import ProgressFn, render_stored_job, run_attempt
+    from reframe.jobs.driver import AttemptReporter, render_stored_job, run_attempt
     from reframe.pipeline.actors import WorkerConfig
     from reframe.storage import build_storage
 
@@ -120,11 +121,34 @@ def render_job(args: argparse.Namespace, settings: Settings, options: RenderOpti
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)
 
-    def render(job: Job, progress: ProgressFn) -> str:
+    def render(job: Job, report: AttemptReporter) -> str:
         file_id, result = render_stored_job(
-            job, progress, storage=storage, sessions=sessions, worker=worker, options=options
+            job,
+            report,
+            on_ready=report.ready,
+            storage=storage,
+            sessions=sessions,
+            worker=worker,
+            options=options,
         )
-        print(f"job {job.id}: output file {file_id}, {result.frames} frames")
+        print(
+            f"job {job.id}: output file {file_id}, {result.frames} frames from "
+            f"{len(result.plan)} chunks on {len(result.actor_ids)} actor(s) in "
+            f"{result.seconds:.1f} s; chunks: "
+            + json.dumps(
+                [
+                    {
+                        "chunk": c.index,
+                        "actor": c.actor_id,
+                        "started_at": round(c.started_at, 3),
+                        "finished_at": round(c.finished_at, 3),
+                        "frames": c.frames,
+                    }
+                    for c in result.chunks
+                ]
+            ),
+            flush=True,
+        )
         return file_id
 
     try:
@@ -160,13 +184,13 @@ def main(
     settings: Settings | None = None,
     lower_priority: bool = False,
 ) -> int:
-    from reframe.config import Settings
+    from reframe.config import load_settings
     from reframe.pipeline.cluster import connect_ray
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = settings or Settings()
+        settings = settings or load_settings()
         options = options_from_args(args)  # refused before connecting, not after
         if not args.job_id:
             check_file_request(args)

@@ -7,7 +7,9 @@ same thing without blocking.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -45,10 +47,13 @@ class RunningService:
     def stop(self) -> None:
         from ray import serve
 
+        # The dispatcher's replica releases its leases as Serve shuts it down, so a restarted
+        # service adopts the renders still running.
+        with contextlib.suppress(Exception):
+            serve.delete(SERVE_APP_NAME)
+        serve.shutdown()  # type: ignore[no-untyped-call]
         for hook in reversed(self.stop_hooks):
             hook()
-        serve.delete(SERVE_APP_NAME)
-        serve.shutdown()  # type: ignore[no-untyped-call]
         if self.started_ray:
             import ray
 
@@ -91,34 +96,48 @@ def check_local_ray_ports(port: int = RAY_AGENT_PORT) -> None:
             ) from exc
 
 
-def start_background_services(settings: Settings) -> list[Callable[[], None]]:
-    """Start what runs next to the API in the same Ray; return how to stop each.
+def check_storage_reaches_every_node(settings: Settings) -> None:
+    """Refuse local storage on a cluster of several machines: render actors on other nodes
+    cannot read this machine's disk, so every job would fail there."""
+    from reframe.errors import Conflict
+    from reframe.pipeline.cluster import read_cluster_resources
 
-    The job lifecycle's dispatcher (claims queued jobs, submits each render as a Ray job,
-    reaps lost leases) runs as a Ray actor: reframe.jobs.dispatcher_actor.
-    """
-    from reframe.jobs.dispatcher_actor import start_dispatcher
-
-    return [start_dispatcher(settings)]
+    if settings.storage_backend != "local":
+        return
+    resources = read_cluster_resources()
+    if resources.nodes > 1 or resources.autoscaling:
+        raise Conflict(
+            f"this Ray cluster has {resources.nodes} node(s)"
+            + (" and autoscales" if resources.autoscaling else "")
+            + ", but REFRAME_STORAGE_BACKEND is local: render actors on other machines cannot "
+            "read this one's disk. Use object storage every node reaches: set "
+            "REFRAME_STORAGE_BACKEND=s3 with REFRAME_S3_BUCKET, REFRAME_S3_ENDPOINT_URL (for "
+            "R2 or MinIO) and REFRAME_S3_ACCESS_KEY_ID / REFRAME_S3_SECRET_ACCESS_KEY."
+        )
 
 
 def start_service(
     settings: Settings, host: str, port: int, *, background: bool = True
 ) -> RunningService:
-    """Serve the API on Ray (starting a local Ray unless one is running).
+    """Serve the API and the dispatcher on Ray (starting a local Ray unless one is running).
 
-    `background=False` serves the API alone, without start_background_services: for a Ray that
-    was started elsewhere (a test session's) and cannot host the dispatcher.
+    `background=False` serves the API alone, without the dispatcher: for a Ray that was started
+    elsewhere (a test session's) and renders nothing.
     """
     import ray
     from ray import serve
 
+    from reframe.config import SECRETS_DIR_ENV, public_values, write_secrets
     from reframe.db import migrate
     from reframe.sched import available_cpus
     from reframe.serving import application
 
     migrate(settings.resolved_database_url)
     settings.resolved_storage_dir.mkdir(parents=True, exist_ok=True)
+    # The secrets this process holds reach the replicas and render drivers as files next to
+    # the data, never as Ray arguments (reframe.config.SECRET_FIELDS).
+    secrets_dir = write_secrets(settings, (settings.data_dir / "run" / "secrets").resolve())
+    os.environ[SECRETS_DIR_ENV] = str(secrets_dir)
     started_ray = False
     if not ray.is_initialized():
         # Ray Serve's HAProxy ingress and its throughput mode: measured here at 100 polls/s,
@@ -147,20 +166,26 @@ def start_service(
                 log_to_driver=False,
             )
             started_ray = True
-    serve.start(http_options={"host": host, "port": port})
-    # Settings cross into the replica process explicitly, so the replica serves exactly the
-    # configuration this process validated, whatever its own environment holds.
-    values = settings.model_dump(mode="json", exclude_unset=False)
-    serve.run(application(values), name=SERVE_APP_NAME, route_prefix="/")
     service = RunningService(
         url=settings.public_base_url, settings=settings, started_ray=started_ray
     )
-    if background:
-        try:
-            service.stop_hooks.extend(start_background_services(settings))
-        except BaseException:
-            service.stop()
-            raise
+    service.stop_hooks.append(lambda: shutil.rmtree(secrets_dir, ignore_errors=True))
+    try:
+        if background:
+            check_storage_reaches_every_node(settings)
+        serve.start(http_options={"host": host, "port": port})
+        # Settings cross into the replicas explicitly, so they serve exactly the configuration
+        # this process validated, whatever their own environment holds; secrets excepted.
+        serve.run(
+            application(
+                public_values(settings), dispatcher=background, secrets_dir=str(secrets_dir)
+            ),
+            name=SERVE_APP_NAME,
+            route_prefix="/",
+        )
+    except BaseException:
+        service.stop()
+        raise
     return service
 
 

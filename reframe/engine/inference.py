@@ -39,12 +39,55 @@ def default_scale(width: int, height: int) -> float:
     return 1.0 if width * height <= _FULL_SCALE_MAX_PIXELS else 0.5
 
 
+MIB = 1024 * 1024
+# Peak memory of a CPU process running the network in fp32, measured with getrusage at
+# 360p/720p/1080p/2160p and 1-3 frames per forward pass (bench/memory.py): torch and the model
+# take ~450 MiB, and each frame in a forward pass adds ~700 bytes per padded pixel at scale 1.0
+# (~650 MiB at 720p). The activations are the intermediate flows, masks and features of the
+# five blocks at full resolution; at scale 0.5 they are about half as large.
+CPU_BASE_BYTES = 450 * MIB
+CPU_BYTES_PER_PIXEL = 700
+# What the forward passes of one CPU process may use beyond its base. Batching more frames per
+# pass does not make the CPU faster (memory-bound: bench/memory.py measures it side by side),
+# so the pass is kept to what fits: 2 frames at 720p, 1 at 1080p and 4K.
+CPU_FORWARD_BUDGET_BYTES = 1536 * MIB
+# On a GPU the whole render-core batch goes through at once: VRAM per resolution is measured by
+# bench/gpu/run.sh.
+GPU_MAX_BATCH = 8
+
+
+def padded_pixels(width: int, height: int, scale: float) -> int:
+    unit = padding_unit(scale)
+    return (-(-width // unit) * unit) * (-(-height // unit) * unit)
+
+
+def forward_bytes_per_frame(width: int, height: int, scale: float | None = None) -> int:
+    """CPU memory one frame adds to a forward pass at this size (see CPU_BYTES_PER_PIXEL)."""
+    s = scale if scale is not None else default_scale(width, height)
+    return int(CPU_BYTES_PER_PIXEL * min(1.0, s) * padded_pixels(width, height, s))
+
+
+def default_max_batch(width: int, height: int, device: str, scale: float | None = None) -> int:
+    """Frames per forward pass: as many as fit CPU_FORWARD_BUDGET_BYTES on CPU (1 to 8)."""
+    if torch.device(device).type != "cpu":
+        return GPU_MAX_BATCH
+    per_frame = forward_bytes_per_frame(width, height, scale)
+    return max(1, min(GPU_MAX_BATCH, CPU_FORWARD_BUDGET_BYTES // max(1, per_frame)))
+
+
+def cpu_peak_bytes(width: int, height: int, scale: float | None = None) -> int:
+    """What a CPU process interpolating at this size peaks at, with the default batch."""
+    batch = default_max_batch(width, height, "cpu", scale)
+    return CPU_BASE_BYTES + batch * forward_bytes_per_frame(width, height, scale)
+
+
 class Interpolator:
     """RIFE 4.26 on one device. Satisfies `reframe.engine.protocols.FrameInterpolator`.
 
     `precision` selects the convolution dtype; flows, masks and warping stay float32 in every
     mode. bf16 suits CPUs with AVX-512 BF16/AMX and GPUs; fp16 is GPU-only.
-    `threads` (CPU) defaults to the cores this process may use.
+    `threads` (CPU) defaults to the cores this process may use. `max_batch` (frames per
+    forward pass) defaults to what fits in memory at each size (`default_max_batch`).
     """
 
     def __init__(
@@ -55,7 +98,7 @@ class Interpolator:
         scale: float | None = None,
         precision: Precision = "fp32",
         threads: int | None = None,
-        max_batch: int = 8,
+        max_batch: int | None = None,
         sha256: str | None = RIFE_426.sha256,
     ) -> None:
         # Validate before the (slower) load so a bad option fails fast.
@@ -72,7 +115,7 @@ class Interpolator:
         scale: float | None = None,
         precision: Precision = "fp32",
         threads: int | None = None,
-        max_batch: int = 8,
+        max_batch: int | None = None,
     ) -> Interpolator:
         """An interpolator around an already built network (tests, benchmarks); `net` is
         copied, so the caller's module keeps its dtype."""
@@ -87,13 +130,13 @@ class Interpolator:
         scale: float | None,
         precision: Precision,
         threads: int | None,
-        max_batch: int,
+        max_batch: int | None,
     ) -> None:
         if precision not in _DTYPES:
             raise InvalidInput(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
         if scale is not None and scale not in SUPPORTED_SCALES:
             raise InvalidInput(f"scale must be one of {SUPPORTED_SCALES}, got {scale}")
-        if max_batch < 1:
+        if max_batch is not None and max_batch < 1:
             raise InvalidInput(f"max_batch must be at least 1, got {max_batch}")
         self.device = torch.device(device)
         if self.device.type == "cpu" and precision == "fp16":
@@ -171,8 +214,9 @@ class Interpolator:
                 x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode="replicate")
             ts = timestep.to(self.device, torch.float32)
             scales = scale_list(scale)
-            for start in range(0, b, self.max_batch):
-                stop = min(b, start + self.max_batch)
+            step = self.max_batch or default_max_batch(w, h, self.device.type, scale)
+            for start in range(0, b, step):
+                stop = min(b, start + step)
                 if pair_index is None:
                     out = self.net(x0[start:stop], x1[start:stop], ts[start:stop], scales)
                 else:

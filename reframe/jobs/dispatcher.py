@@ -32,12 +32,16 @@ from reframe.db.base import utcnow
 from reframe.db.models import Job, JobStatus
 from reframe.jobs.launchers import LaunchUnavailable, RenderLauncher, submission_id_for
 from reframe.jobs.lifecycle import RUNNING, WAITING, JobLifecycle
+from reframe.jobs.planning import Placement, RenderPlanner
 from reframe.options import RenderOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from reframe.config import Settings
     from reframe.jobs.events import Subscription
     from reframe.jobs.webhooks import WebhookSender
+    from reframe.pipeline.cluster import ClusterResources
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ class Dispatcher:
         time_per_frame_sec: float = 2.0,
         max_queue_wait_sec: float = 0.0,
         render_options: RenderOptions | None = None,
+        planner: RenderPlanner | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
@@ -97,7 +102,11 @@ class Dispatcher:
         self.time_base_sec = time_base_sec
         self.time_per_frame_sec = time_per_frame_sec
         self.max_queue_wait = timedelta(seconds=max_queue_wait_sec) if max_queue_wait_sec else None
-        self.render_options = render_options or RenderOptions()
+        # Without a planner (no cluster to look at), every render gets the same options and
+        # the capacity stays as given.
+        self.planner = planner or RenderPlanner(
+            render_options or RenderOptions(), fallback_capacity=capacity
+        )
         self._attempts: dict[str, _Attempt] = {}
         self.submit_backoff_sec = 5.0
         self._submit_retry_at = 0.0
@@ -111,11 +120,23 @@ class Dispatcher:
         *,
         capacity: int,
         lifecycle: JobLifecycle | None = None,
+        resources: Callable[[], ClusterResources] | None = None,
     ) -> Dispatcher:
+        """A dispatcher configured by `settings`; with `resources` it plans every render from
+        what the cluster has and can grow to (reframe.jobs.planning), `capacity` otherwise."""
+        capacity = settings.max_concurrent_renders or capacity
+        planner = RenderPlanner(
+            RenderOptions.from_settings(settings),
+            gpus_per_actor=settings.render_gpus_per_actor,
+            max_actors_per_job=settings.render_max_actors_per_job,
+            max_concurrent=settings.max_concurrent_renders,
+            resources=resources,
+            fallback_capacity=capacity,
+        )
         return cls(
             sessions,
             launcher,
-            capacity=settings.max_concurrent_renders or capacity,
+            capacity=capacity,
             lifecycle=lifecycle,
             lease_sec=settings.lease_sec,
             heartbeat_sec=settings.heartbeat_sec,
@@ -123,7 +144,7 @@ class Dispatcher:
             time_base_sec=settings.job_time_base_sec,
             time_per_frame_sec=settings.job_time_per_frame_sec,
             max_queue_wait_sec=settings.max_queue_wait_sec,
-            render_options=RenderOptions.from_settings(settings),
+            planner=planner,
         )
 
     @property
@@ -134,6 +155,8 @@ class Dispatcher:
 
     def tick(self) -> TickReport:
         report = TickReport()
+        self.planner.refresh()
+        self.capacity = self.planner.capacity
         self._heartbeat()
         self._watch(report)
         self._reap(report)
@@ -240,13 +263,23 @@ class Dispatcher:
     def _claim(self, report: TickReport) -> None:
         if time.monotonic() < self._submit_retry_at:
             return
+        chosen: list[Placement] = []
+
+        def describe(running: int) -> str:
+            chosen.append(self.planner.place(running))
+            return chosen[-1].note
+
         while True:
-            claim = self.lifecycle.claim_next(self.owner, self.lease, self.capacity)
+            claim = self.lifecycle.claim_next(
+                self.owner, self.lease, self.capacity, describe=describe
+            )
             if claim is None:
                 return
             job_id, attempt = claim.job_id, claim.attempt
+            placement = chosen[-1]
+            log.info("job %s attempt %d: %s", job_id, attempt, placement.note)
             try:
-                sid = self.launcher.submit(job_id, attempt, self.render_options)
+                sid = self.launcher.submit(job_id, attempt, placement.options)
             except LaunchUnavailable as exc:
                 # The cluster cannot take renders right now (its job API is still starting, or
                 # it is unreachable): that is waiting for capacity, not a failed attempt.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from reframe.db import make_engine, make_sessionmaker
-from reframe.db.models import Job
+from reframe.db.models import Job, JobStatus
 from reframe.errors import Conflict, ReframeError, RenderError
 from reframe.jobs.events import event_bus
 from reframe.jobs.lifecycle import JobLifecycle
@@ -44,8 +44,33 @@ log = logging.getLogger(__name__)
 
 # The pipeline's callback: (frames done, frames total, chunks done, chunks total).
 ProgressFn = Callable[[int, int, int, int], None]
+
+
+class AttemptReporter:
+    """What a renderer tells the job lifecycle about one attempt: called with the pipeline's
+    progress as frames are written, and `ready()` once the first actor has the model loaded
+    (the job then shows `processing`: the render is under way, not still starting)."""
+
+    def __init__(self, lifecycle: JobLifecycle, job_id: str, attempt: int) -> None:
+        self._lifecycle = lifecycle
+        self._job_id = job_id
+        self._attempt = attempt
+        self._track = lifecycle.tracker(job_id, attempt)
+
+    def __call__(self, frames_done: int, frames_total: int, *_chunks: int) -> None:
+        self._track(frames_done, frames_total)
+
+    def ready(self) -> None:
+        self._lifecycle.advance(
+            self._job_id,
+            JobStatus.PROCESSING,
+            attempt=self._attempt,
+            message="rendering: the first interpolator has its model loaded",
+        )
+
+
 # Renders a loaded job (detached, with its input file) and returns the output file's id.
-Renderer = Callable[[Job, ProgressFn], str]
+Renderer = Callable[[Job, AttemptReporter], str]
 
 
 def _reframe_cause(exc: BaseException) -> ReframeError | None:
@@ -115,13 +140,8 @@ def run_attempt(
             attempt = job.attempts
         if job.status.is_terminal or job.attempts != attempt:
             return 0
-        report = life.tracker(job_id, attempt)
-
-        def progress(frames_done: int, frames_total: int, *_chunks: int) -> None:
-            report(frames_done, frames_total)
-
         try:
-            output_file_id = render(job, progress)
+            output_file_id = render(job, AttemptReporter(life, job_id, attempt))
         except Exception as exc:
             cause = _reframe_cause(exc)
             if cause is None:
@@ -165,6 +185,7 @@ def render_stored_job(
     job: Job,
     progress: ProgressFn,
     *,
+    on_ready: Callable[[], None] | None = None,
     storage: Storage,
     sessions: sessionmaker[Session],
     worker: WorkerConfig,
@@ -187,6 +208,7 @@ def render_stored_job(
             options=options,
             watermark=job.watermarked,
             progress=progress,
+            on_ready=on_ready,
             run_id=f"{job.id}-a{job.attempts}",
             # The container the upload was probed as: every open of it insists on that format.
             demuxer=(job.input_file.probe or {}).get("container"),

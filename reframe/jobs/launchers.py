@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from reframe.config import SECRETS_DIR_ENV, secret_fields
+
 if TYPE_CHECKING:
     from reframe.config import Settings
     from reframe.options import RenderOptions
@@ -89,12 +91,6 @@ def render_command(
         str(attempt),
         *options.to_argv(),
     ]
-
-
-# A Ray job's runtime_env is shown in the Ray dashboard, so secrets do not travel in it: the
-# render driver reads them from its own environment (inherited from `reframe serve` on a local
-# cluster; set on the nodes of a real one, see cluster.yaml).
-SECRET_FIELDS = frozenset({"secret_key", "s3_access_key_id", "s3_secret_access_key"})
 
 
 def settings_env(settings: Settings, *, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -243,12 +239,21 @@ class RayJobLauncher:
         from ray.job_submission import JobSubmissionClient
 
         self._client = JobSubmissionClient(address)
-        self._env = {
-            **settings_env(settings, exclude=SECRET_FIELDS),
-            "RAY_AUTH_MODE": auth_mode,
-        }
+        self._env = self.runtime_env_vars(settings, auth_mode)
         self._cpus = entrypoint_num_cpus
         self._submit_timeout = submit_timeout_sec
+
+    @staticmethod
+    def runtime_env_vars(settings: Settings, auth_mode: str) -> dict[str, str]:
+        """The environment every render's Ray job gets: shown in the dashboard and kept in
+        the GCS, so nothing secret."""
+        # The driver reads the secrets from its node: REFRAME_* variables there, or the files
+        # in REFRAME_SECRETS_DIR (written by `reframe serve`, mounted on a real cluster).
+        env = settings_env(settings, exclude=secret_fields(settings))
+        env["RAY_AUTH_MODE"] = auth_mode
+        if os.environ.get(SECRETS_DIR_ENV):
+            env[SECRETS_DIR_ENV] = os.environ[SECRETS_DIR_ENV]
+        return env
 
     def submit(self, job_id: str, attempt: int, options: RenderOptions) -> str:
         sid = submission_id_for(job_id, attempt)

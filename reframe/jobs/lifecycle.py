@@ -42,6 +42,7 @@ class Claim:
 
     job_id: str
     attempt: int
+    running: int  # renders that were running when this one was claimed
 
 
 @dataclass(frozen=True)
@@ -227,14 +228,26 @@ class JobLifecycle:
                 or 0
             )
 
-    def claim_next(self, owner: str, lease: timedelta, capacity: int) -> Claim | None:
+    def claim_next(
+        self,
+        owner: str,
+        lease: timedelta,
+        capacity: int,
+        *,
+        describe: Callable[[int], str] | None = None,
+    ) -> Claim | None:
         """Take the oldest waiting job for `owner` (attempt + 1, `cold_start`), unless
-        `capacity` renders already run; then every queued job is shown as `no_workers`."""
+        `capacity` renders already run; then every queued job is shown as `no_workers`.
+
+        `describe(running)` says what the render will ask for, for the job's `cold_start`
+        event, given how many renders run beside it.
+        """
         with self.sessions() as session:
-            running = session.scalar(
-                select(func.count()).select_from(Job).where(Job.status.in_(RUNNING))
+            running = int(
+                session.scalar(select(func.count()).select_from(Job).where(Job.status.in_(RUNNING)))
+                or 0
             )
-            if int(running or 0) >= capacity:
+            if running >= capacity:
                 waiting = session.scalars(
                     select(Job)
                     .where(Job.status == JobStatus.QUEUED)
@@ -263,10 +276,11 @@ class JobLifecycle:
             job.lease_expires_at = utcnow() + lease
             job.ray_submission_id = submission_id_for(job.id, attempt)
             job.error = None
-            event = transitions.record(
-                session, job, JobStatus.COLD_START, message=f"attempt {attempt} starting"
-            )
-            claim = Claim(job.id, attempt)
+            message = f"attempt {attempt} starting"
+            if describe is not None:
+                message += f": {describe(running)}"
+            event = transitions.record(session, job, JobStatus.COLD_START, message=message)
+            claim = Claim(job.id, attempt, running)
             session.commit()
         self._publish([event])
         return claim

@@ -10,6 +10,7 @@ key per chunk.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 
 from reframe.errors import RenderError
 from reframe.pipeline.plan import Chunk
+from reframe.pipeline.progress import ChunkReporter
 
 if TYPE_CHECKING:
     from reframe.config import Settings
@@ -38,7 +40,16 @@ class EngineOptions:
     scale: float | None = None
     precision: str = "fp32"
     threads: int = 1
-    max_batch: int = 8
+    max_batch: int | None = None  # frames per forward pass; None: what fits (engine.inference)
+
+
+class GpuUnavailable(RuntimeError):
+    """Ray gave this actor a GPU, but torch on its node cannot use CUDA.
+
+    Deliberately not a ReframeError: the render driver exits with it, and the dispatcher retries
+    the job (another node may be fine) before failing and refunding it. The message is for the
+    operator; the customer only learns that the render stopped.
+    """
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,9 @@ class WorkerConfig:
     model_dir: Path
     weights: Path | None = None
     lower_priority: bool = True
+    # For test clusters with logical GPUs (`ray start --num-gpus=2` on a machine without
+    # CUDA): an actor given a GPU then renders on CPU instead of failing. Never in production.
+    allow_cpu_fallback: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -65,6 +79,7 @@ class WorkerConfig:
             model_dir=settings.model_dir,
             weights=settings.rife_weights,
             lower_priority=settings.process_priority,
+            allow_cpu_fallback=settings.render_allow_cpu_fallback,
         )
 
 
@@ -93,6 +108,7 @@ class RenderSpec:
     segment_suffix: str = ".mp4"
     metric_tags: dict[str, str] = field(default_factory=dict)
     demuxer: str | None = None  # the input's probed container format (see video.media)
+    progress_hub: Any = None  # reframe.pipeline.progress.ProgressHub handle, or None
 
     def segment_key(self, chunk_index: int) -> str:
         return f"{self.segment_prefix}/{chunk_index:05d}{self.segment_suffix}"
@@ -111,9 +127,9 @@ class ChunkRenderer:
             # Before torch starts its threads, so they inherit it (see reframe.sched).
             yield_to_the_api()
         self.spec = spec
+        options = self._engine_options(spec.engine, worker)
         self.storage: Storage = worker.storage.build()
         weights = resolve_weights(worker.model_dir, worker.weights, pull_if_missing=True)
-        options = spec.engine
         self.interpolator = Interpolator(
             weights,
             device=options.device,
@@ -127,6 +143,31 @@ class ChunkRenderer:
         self._stack = contextlib.ExitStack()
         self._source: Path = self._stack.enter_context(self.storage.local_path(spec.input_key))
         self._metrics = _Metrics(spec.metric_tags)
+        self.actor_id = _actor_id()
+        if spec.progress_hub is not None:
+            # Model loaded, source at hand: from now on this actor renders (`processing`).
+            spec.progress_hub.actor_ready.remote(self.actor_id)
+
+    @staticmethod
+    def _engine_options(options: EngineOptions, worker: WorkerConfig) -> EngineOptions:
+        """The options this node can honour: a CUDA request on a node without CUDA fails, unless
+        the worker config allows test clusters' logical GPUs to fall back to the CPU."""
+        import torch
+
+        if not options.device.startswith("cuda") or torch.cuda.is_available():
+            return options
+        import dataclasses
+        import socket
+
+        if worker.allow_cpu_fallback:
+            return dataclasses.replace(options, device="cpu", precision="fp32")
+        raise GpuUnavailable(
+            f"this render actor on {socket.gethostname()} was given a GPU by Ray "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}), but torch "
+            f"{torch.__version__} cannot use CUDA here (torch.cuda.is_available() is False). "
+            "Install the CUDA build of torch on GPU nodes (README, GPU installs), or do not "
+            "advertise GPUs on this node."
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [{name: batch[name][i] for name in batch} for i in range(len(batch["index"]))]
@@ -137,6 +178,8 @@ class ChunkRenderer:
             "frames": np.array([r["frames"] for r in results], dtype=np.int64),
             "seconds": np.array([r["seconds"] for r in results], dtype=np.float64),
             "started_at": np.array([r["started_at"] for r in results], dtype=np.float64),
+            "actor_id": np.array([r["actor_id"] for r in results], dtype=object),
+            "peak_rss_bytes": np.array([r["peak_rss_bytes"] for r in results], dtype=np.int64),
         }
 
     def render(self, chunk: Chunk) -> dict[str, Any]:
@@ -171,8 +214,11 @@ class ChunkRenderer:
             rotation=spec.rotation,
             start_time=spec.start_time + chunk.out_start / fps,
         ) as writer:
+            reporter = ChunkReporter(spec.progress_hub, chunk.index)
             for frame in frames:
                 writer.write(frame.rgb)
+                reporter.frames(writer.frames_written)
+            reporter.frames(writer.frames_written, final=True)
         if writer.frames_written != chunk.output_frames:
             raise RenderError(
                 f"chunk {chunk.index} produced {writer.frames_written} frames, "
@@ -189,12 +235,30 @@ class ChunkRenderer:
             "frames": chunk.output_frames,
             "seconds": seconds,
             "started_at": started_at,
+            "actor_id": self.actor_id,
+            "peak_rss_bytes": _peak_rss_bytes(),
         }
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self._stack.close()
             self._workdir.cleanup()
+
+
+def _actor_id() -> str:
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_actor_id() or f"pid-{os.getpid()}")
+    except Exception:  # outside Ray (tests call the renderer directly)
+        return f"pid-{os.getpid()}"
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports kilobytes)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 class _Metrics:

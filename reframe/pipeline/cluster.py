@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 from reframe.errors import ReframeError, RenderError
 
@@ -49,3 +50,54 @@ def connect_ray(address: str | None = None, *, local_cpus: int | None = None) ->
                 "RAY_AUTH_TOKEN or ~/.ray/auth_token (see `ray get-auth-token`)"
             ) from exc
         raise
+
+
+@dataclass(frozen=True)
+class ClusterResources:
+    """What the cluster has now, and what it can grow to (its autoscaler's node types).
+
+    `max_*` equal the current totals on a fixed cluster; on an autoscaling one they include
+    every node type up to its `max_workers`, so a GPU worker type at `min_workers: 0` counts
+    although none of its nodes runs yet.
+    """
+
+    cpus: float
+    gpus: float
+    max_cpus: float
+    max_gpus: float
+    nodes: int
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_gpus > self.gpus or self.max_cpus > self.cpus
+
+
+def read_cluster_resources() -> ClusterResources:
+    """The connected cluster's resources (Ray must be initialised)."""
+    import ray
+
+    totals = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+    limits = _autoscaler_limits()
+    cpus, gpus = float(totals.get("CPU", 0)), float(totals.get("GPU", 0))
+    return ClusterResources(
+        cpus=cpus,
+        gpus=gpus,
+        max_cpus=max(cpus, limits.get("CPU", 0.0)),
+        max_gpus=max(gpus, limits.get("GPU", 0.0)),
+        nodes=len(alive),
+    )
+
+
+def _autoscaler_limits() -> dict[str, float]:
+    """The most of each resource the autoscaler may provision, from the cluster config it
+    publishes in the GCS; empty without an autoscaler (a fixed or local cluster)."""
+    try:
+        from ray._private.state import state
+
+        limits = state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # an older or newer Ray without this internal: fall back to totals
+        log.debug("no autoscaler limits available", exc_info=True)
+        return {}
+    # sys.maxsize marks a node type without a node limit: any amount can be had.
+    return {key: float(value) for key, value in limits.items() if value}

@@ -14,7 +14,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from reframe.errors import InvalidMedia, RenderError
 from reframe.pipeline.actors import ChunkRenderer, EngineOptions, RenderSpec, WorkerConfig
 from reframe.pipeline.plan import Chunk, plan_timeline_chunks
+from reframe.pipeline.progress import ProgressCallback, ProgressMonitor, ReadyCallback, start_hub
 from reframe.sched import available_cpus
 from reframe.video.mux import Segment, container_format, stitch_segments
 
@@ -34,9 +35,12 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 
-# Called after each finished chunk with (output frames done, output frames total, chunks done,
-# chunks total): the shape `reframe.jobs.driver` expects.
-ProgressCallback = Callable[[int, int, int, int], None]
+# What an interpolator actor holds besides the network's own memory (engine.inference): the Ray
+# worker, the decoder and its frames, the encoder's lookahead and the segment being written.
+# Measured with the actors' peak RSS at 360p-1080p (bench/pipeline.py --memory).
+ACTOR_OVERHEAD_BYTES = 640 * MIB
+# A GPU actor's host memory: the CUDA context and staging buffers, besides the overhead above.
+GPU_ACTOR_HOST_BYTES = 1024 * MIB
 
 
 # Object store the render's dataset may use: only chunk descriptors and segment keys travel
@@ -70,6 +74,19 @@ def engine_options(options: RenderOptions) -> EngineOptions:
     )
 
 
+def actor_memory_bytes(options: RenderOptions, width: int, height: int) -> int:
+    """What each actor reserves in Ray's scheduler, so that a node is never packed with more
+    actors than its memory holds: as configured, else the measured model of an actor at this
+    picture size (network peak with its default forward batch, plus the actor's overhead)."""
+    from reframe.engine.inference import cpu_peak_bytes
+
+    if options.actor_memory_bytes is not None:
+        return options.actor_memory_bytes
+    if options.resolved_device.startswith("cuda"):
+        return ACTOR_OVERHEAD_BYTES + GPU_ACTOR_HOST_BYTES
+    return ACTOR_OVERHEAD_BYTES + cpu_peak_bytes(width, height, options.scale)
+
+
 @dataclass(frozen=True)
 class ChunkResult:
     index: int
@@ -77,6 +94,12 @@ class ChunkResult:
     frames: int
     seconds: float
     started_at: float = 0.0  # epoch seconds when the actor began this chunk
+    actor_id: str = ""
+    peak_rss_bytes: int = 0  # the actor's peak resident memory after this chunk
+
+    @property
+    def finished_at(self) -> float:
+        return self.started_at + self.seconds
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,16 @@ class PipelineResult:
     started_at: float = 0.0
     plan_seconds: float = 0.0
     stitch_seconds: float = 0.0
+    actors: int = 0  # the pool's largest size
+    actor_memory_bytes: int = 0  # what each actor reserved
+
+    @property
+    def actor_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({c.actor_id for c in self.chunks}))
+
+    @property
+    def peak_actor_rss_bytes(self) -> int:
+        return max((c.peak_rss_bytes for c in self.chunks), default=0)
 
     @property
     def startup_seconds(self) -> float:
@@ -129,6 +162,8 @@ def _result_rows(dataset: Any) -> Iterator[ChunkResult]:
             frames=int(row["frames"]),
             seconds=float(row["seconds"]),
             started_at=float(row["started_at"]),
+            actor_id=str(row["actor_id"]),
+            peak_rss_bytes=int(row["peak_rss_bytes"]),
         )
 
 
@@ -162,6 +197,7 @@ def run_render(
     options: RenderOptions,
     watermark: bool = False,
     progress: ProgressCallback | None = None,
+    on_ready: ReadyCallback | None = None,
     run_id: str | None = None,
     demuxer: str | None = None,
 ) -> PipelineResult:
@@ -171,6 +207,11 @@ def run_render(
     `storage` is this process's client; actors build their own from `worker`. Segments are
     written under `pipeline/<run_id>/` and removed afterwards.
     `demuxer`: the container format the probe found; every open of the input insists on it.
+
+    The pool is elastic: it starts as many actors as chunks and `options.actors` allow and
+    keeps at least one, so a render whose GPUs are busy or still being provisioned starts on
+    the first actor it gets. `on_ready` is called once, when the first actor has loaded the
+    model; `progress` as frames are written (a few times a second) and as chunks finish.
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -214,21 +255,28 @@ def run_render(
             segment_prefix=f"pipeline/{run_id}",
             metric_tags={"run": run_id[:12]},
             demuxer=info.demuxer,
+            progress_hub=start_hub(),
         )
         plan_seconds = time.perf_counter() - started
+        pool = min(actors, len(chunks))
+        memory_per_actor = actor_memory_bytes(options, info.width, info.height)
         log.info(
-            "render %s: %d source frames -> %d output frames in %d chunks on %d actors",
+            "render %s: %d source frames -> %d output frames in %d chunks on up to %d %s "
+            "actors (%.2f GiB each)",
             run_id,
             len(frame_pts),
             len(timeline),
             len(chunks),
-            actors,
+            pool,
+            f"{options.num_gpus:g}-GPU" if options.uses_gpus else "CPU",
+            memory_per_actor / 1024**3,
         )
 
         total_frames = len(timeline)
         results: dict[int, ChunkResult] = {}
         ordered: list[ChunkResult] = []
-        done_frames = 0
+        monitor = ProgressMonitor(spec.progress_hub, total_frames, len(chunks), progress, on_ready)
+        monitor.start()
         try:
             dataset = ray.data.from_items(
                 [chunk.to_row() for chunk in chunks], override_num_blocks=len(chunks)
@@ -242,32 +290,35 @@ def run_render(
                     object_store_memory=OBJECT_STORE_BYTES
                 )
             )
-            memory: dict[str, Any] = (
-                {"memory": options.actor_memory_bytes}
-                if options.actor_memory_bytes is not None
-                else {}
-            )
             rendered = dataset.map_batches(
                 ChunkRenderer,
                 fn_constructor_args=(spec,),
-                compute=ActorPoolStrategy(size=min(actors, len(chunks))),
+                compute=ActorPoolStrategy(
+                    min_size=1,
+                    max_size=pool,
+                    initial_size=pool,
+                    # One chunk per actor at a time: a chunk queued behind another on the first
+                    # actor up would leave the next actor idle.
+                    max_tasks_in_flight_per_actor=1,
+                ),
                 batch_size=1,
                 num_cpus=options.actor_cpus,
                 num_gpus=options.num_gpus,
-                **memory,
+                memory=memory_per_actor,
             )
             for result in _result_rows(rendered):
                 if result.index in results:
                     raise RenderError(f"chunk {result.index} was returned twice")
                 results[result.index] = result
-                done_frames += result.frames
-                if progress is not None:
-                    progress(done_frames, total_frames, len(results), len(chunks))
+                monitor.finish(result.index, result.frames)
 
             ordered = order_results(chunks, results)
             stitch_started = time.perf_counter()
             _stitch(storage, chunks, ordered, output, timeline.target_fps, source, info)
         finally:
+            monitor.stop()
+            with contextlib.suppress(Exception):
+                ray.kill(spec.progress_hub)
             for index in range(len(chunks)):
                 with contextlib.suppress(Exception):
                     storage.delete(spec.segment_key(index))
@@ -280,6 +331,8 @@ def run_render(
         started_at=started_at,
         plan_seconds=plan_seconds,
         stitch_seconds=time.perf_counter() - stitch_started,
+        actors=pool,
+        actor_memory_bytes=memory_per_actor,
     )
 
 
@@ -324,6 +377,7 @@ def render_local_file(
     options: RenderOptions,
     watermark: bool = False,
     progress: ProgressCallback | None = None,
+    on_ready: ReadyCallback | None = None,
 ) -> PipelineResult:
     """Render a file of this machine on the connected cluster (`reframe render --ray`).
 
@@ -343,6 +397,7 @@ def render_local_file(
             options=options,
             watermark=watermark,
             progress=progress,
+            on_ready=on_ready,
             run_id=run_id,
         )
     finally:

@@ -21,7 +21,7 @@ import av
 import pytest
 
 from reframe.db import make_engine, make_sessionmaker
-from reframe.jobs.dispatcher_actor import start_dispatcher
+from reframe.serving import start_dispatcher
 from tests.clients.conftest import LiveApi, start_live_api
 from tests.fixtures.db import TestDatabase, _create_postgres_schema, _drop_postgres_schema
 from tests.fixtures.media import make_clip
@@ -53,7 +53,7 @@ def service(
                 dispatch_poll_sec=0.2,
                 max_concurrent_renders=1,
             )
-            stack.callback(start_dispatcher(api.settings, use_ray_jobs=False))
+            stack.callback(start_dispatcher(api.settings, launcher="subprocess")[1])
             yield api
     finally:
         engine.dispose()

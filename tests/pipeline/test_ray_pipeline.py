@@ -186,15 +186,14 @@ def test_stitched_output_equals_single_process_render(clean_run: Run, single_pro
 
 @pytest.mark.ray
 @pytest.mark.weights
-def test_progress_is_reported_per_chunk(clean_run: Run) -> None:
+def test_progress_only_goes_up_and_ends_complete(clean_run: Run) -> None:
+    # Reports come from the actors as frames are written (reframe.pipeline.progress) and as
+    # chunks finish; how many depends on timing, but never a step back and never a repeat.
     done = [d for d, _ in clean_run.progress]
-    assert len(done) == len(clean_run.plan)
-    assert done == sorted(done)
+    assert done
+    assert done == sorted(set(done))
     assert clean_run.progress[-1] == (90, 90)
-    # Every report is a sum of whole chunks, i.e. it moved by one chunk's frames at a time.
-    sizes = sorted(c.output_frames for c in clean_run.plan)
-    steps = sorted(b - a for a, b in zip([0, *done], done, strict=False))
-    assert steps == sizes
+    assert all(total == 90 for _, total in clean_run.progress)
 
 
 @pytest.mark.ray

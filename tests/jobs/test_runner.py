@@ -1,5 +1,5 @@
-"""The dispatcher as a Ray actor, rendering a real job with the real pipeline, surviving a
-kill -9 of its own process (PostgreSQL, Ray, RIFE weights)."""
+"""The dispatcher as a Serve deployment, rendering a real job with the real pipeline, surviving
+a kill -9 of its own process (PostgreSQL, Ray, RIFE weights)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,10 @@ from sqlalchemy import select
 
 from reframe.config import Settings
 from reframe.db.models import File, Job, JobEvent, JobStatus, LedgerEntry, LedgerReason
-from reframe.jobs.dispatcher_actor import ACTOR_NAME, default_capacity, start_dispatcher
+from reframe.serving import start_dispatcher
 from tests.fixtures.db import TestDatabase
 from tests.fixtures.jobs import accept_uploaded_job
 from tests.fixtures.media import make_clip
-
-
-def test_default_capacity_prefers_gpus() -> None:
-    assert default_capacity({"CPU": 16.0, "GPU": 4.0}) == 4
-    assert default_capacity({"CPU": 2.0}) == 2
-    assert default_capacity({"CPU": 0.5}) >= 1
 
 
 def accept(db: TestDatabase, settings: Settings, clip: Path) -> str:
@@ -41,7 +35,7 @@ def status_of(db: TestDatabase, job_id: str) -> tuple[JobStatus, int, str | None
 @pytest.mark.ray
 @pytest.mark.weights
 @pytest.mark.slow
-def test_the_dispatcher_actor_survives_kill_9_and_the_job_still_renders(
+def test_the_dispatcher_replica_survives_kill_9_and_the_job_still_renders(
     ray_runtime: ModuleType, postgres_db: TestDatabase, tmp_path: Path, rife_weights: Path
 ) -> None:
     settings = Settings(
@@ -55,24 +49,23 @@ def test_the_dispatcher_actor_survives_kill_9_and_the_job_still_renders(
         max_concurrent_renders=1,
     )
     job_id = accept(postgres_db, settings, make_clip(tmp_path / "clip.mp4", frames=16))
-    stop = start_dispatcher(settings, use_ray_jobs=False)
+    handle, stop = start_dispatcher(settings, launcher="subprocess")
     try:
-        actor = ray_runtime.get_actor(ACTOR_NAME)
-        first = ray_runtime.get(actor.ready.remote(), timeout=60)
+        first = handle.status.remote().result(timeout_s=60)
         deadline = time.monotonic() + 120
         while status_of(postgres_db, job_id)[0] is JobStatus.QUEUED:
             assert time.monotonic() < deadline, "the dispatcher never claimed the job"
             time.sleep(0.2)
         assert status_of(postgres_db, job_id)[2] == first["owner"]
         os.kill(first["pid"], signal.SIGKILL)
-        # Ray restarts the actor; the new incarnation has a new owner id and settles the job.
+        # Serve replaces the replica; the new one has a new owner id and settles the job.
         second = first
         restart_deadline = time.monotonic() + 120
         while second["pid"] == first["pid"]:
-            assert time.monotonic() < restart_deadline, "Ray did not restart the dispatcher"
+            assert time.monotonic() < restart_deadline, "Serve did not replace the dispatcher"
             try:
-                second = ray_runtime.get(actor.ready.remote(), timeout=30)
-            except ray_runtime.exceptions.RayActorError:  # still restarting
+                second = handle.status.remote().result(timeout_s=30)
+            except Exception:  # still being replaced
                 time.sleep(0.5)
         assert second["pid"] != first["pid"]
         assert second["owner"] != first["owner"]

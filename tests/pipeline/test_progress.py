@@ -1,0 +1,59 @@
+"""Live progress inside a render, without Ray: the actor's reporter and the driver's monitor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reframe.pipeline.progress import ChunkReporter, ProgressHub, ProgressMonitor
+
+
+class _Remote:
+    """Calls a hub method directly, as `.remote()` would in Ray (records each call)."""
+
+    def __init__(self, hub: ProgressHub, name: str, calls: list[tuple[str, tuple[Any, ...]]]):
+        self._fn = getattr(hub, name)
+        self._name = name
+        self._calls = calls
+
+    def remote(self, *args: Any) -> Any:
+        self._calls.append((self._name, args))
+        return self._fn(*args)
+
+
+class _Handle:
+    def __init__(self, hub: ProgressHub) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.hub = hub
+
+    def __getattr__(self, name: str) -> _Remote:
+        return _Remote(self.hub, name, self.calls)
+
+
+def test_an_actor_reports_frames_within_a_chunk_at_a_bounded_rate() -> None:
+    hub = ProgressHub()
+    handle = _Handle(hub)
+    now = [0.0]
+    reporter = ChunkReporter(handle, 3, clock=lambda: now[0])
+    for frame in range(1, 31):
+        now[0] = frame * 0.1  # a frame every 100 ms for 3 s
+        reporter.frames(frame)
+    reporter.frames(30, final=True)
+    sent = [args[1] for name, args in handle.calls if name == "chunk_frames"]
+    # At most one report per half second, plus the final one; the hub keeps the largest.
+    assert 5 <= len(sent) <= 8
+    assert sent == sorted(sent)
+    assert sent[-1] == 30
+    assert hub.snapshot() == (0, {3: 30})
+
+
+def test_the_monitor_adds_finished_chunks_to_frames_in_flight() -> None:
+    reports: list[tuple[int, int, int, int]] = []
+    monitor = ProgressMonitor(None, 100, 3, lambda *r: reports.append(r), None)
+    monitor._report({0: 10, 1: 5})
+    monitor.finish(0, 40)  # chunk 0 done: 40 frames, whatever it reported before
+    monitor._report({1: 20, 2: 7})
+    monitor._report({1: 15})  # a stale snapshot: the total would go down, so nothing is said
+    monitor.finish(1, 30)
+    monitor.finish(2, 30)
+    assert reports == [(15, 100, 0, 3), (40, 100, 1, 3), (67, 100, 1, 3), (70, 100, 2, 3),
+                       (100, 100, 3, 3)]  # fmt: skip
