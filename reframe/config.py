@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     # Test clusters only: actors given a logical GPU on a node without CUDA render on the CPU
     # instead of failing the attempt.
     render_allow_cpu_fallback: bool = False
+    # The autoscaler's config file, to learn what the cluster can grow to when the autoscaler
+    # does not publish it (autoscaler v1); default: the cluster launcher's file on the head.
+    autoscaler_config: Path | None = None
 
     # Engine.
     model_dir: Path = Field(default_factory=_default_model_dir)

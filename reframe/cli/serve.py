@@ -104,7 +104,7 @@ def check_storage_reaches_every_node(settings: Settings) -> None:
 
     if settings.storage_backend != "local":
         return
-    resources = read_cluster_resources()
+    resources = read_cluster_resources(settings.autoscaler_config)
     if resources.nodes > 1 or resources.autoscaling:
         raise Conflict(
             f"this Ray cluster has {resources.nodes} node(s)"

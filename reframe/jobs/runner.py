@@ -81,7 +81,7 @@ class DispatcherRunner:
             settings,
             capacity=1,
             lifecycle=lifecycle,
-            resources=read_cluster_resources,
+            resources=lambda: read_cluster_resources(settings.autoscaler_config),
         )
         self.launcher_kind = "ray-jobs" if address is not None else "subprocess"
         self._stop = threading.Event()

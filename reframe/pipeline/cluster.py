@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from reframe.errors import ReframeError, RenderError
 
@@ -72,13 +73,24 @@ class ClusterResources:
         return self.max_gpus > self.gpus or self.max_cpus > self.cpus
 
 
-def read_cluster_resources() -> ClusterResources:
-    """The connected cluster's resources (Ray must be initialised)."""
+# Where the cluster launcher (`ray up cluster.yaml`) leaves the autoscaler's config on the head.
+LAUNCHER_CONFIG = Path("~/ray_bootstrap_config.yaml")
+
+
+def read_cluster_resources(autoscaler_config: Path | None = None) -> ClusterResources:
+    """The connected cluster's resources (Ray must be initialised).
+
+    What it can grow to comes from the autoscaler: the cluster config it publishes in the GCS
+    (autoscaler v2, KubeRay), else its config file (`autoscaler_config`, by default the one the
+    cluster launcher leaves on the head node).
+    """
     import ray
 
     totals = ray.cluster_resources()  # type: ignore[no-untyped-call]
     alive = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
-    limits = _autoscaler_limits()
+    limits = _autoscaler_limits() or limits_from_config_file(
+        autoscaler_config or LAUNCHER_CONFIG.expanduser()
+    )
     cpus, gpus = float(totals.get("CPU", 0)), float(totals.get("GPU", 0))
     return ClusterResources(
         cpus=cpus,
@@ -101,3 +113,29 @@ def _autoscaler_limits() -> dict[str, float]:
         return {}
     # sys.maxsize marks a node type without a node limit: any amount can be had.
     return {key: float(value) for key, value in limits.items() if value}
+
+
+def limits_from_config_file(path: Path) -> dict[str, float]:
+    """The most of each resource an autoscaling config (cluster.yaml, or the JSON the
+    autoscaler runs with) allows: every node type's resources times its `max_workers`, capped
+    by the cluster's own `max_workers`. Empty when there is no such file."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    head_type = config.get("head_node_type")
+    cluster_cap = config.get("max_workers")
+    limits: dict[str, float] = {}
+    for name, node_type in (config.get("available_node_types") or {}).items():
+        resources = node_type.get("resources") or {}
+        count = 1 if name == head_type else int(node_type.get("max_workers", cluster_cap or 0))
+        if cluster_cap is not None and name != head_type:
+            count = min(count, int(cluster_cap))
+        for key, amount in resources.items():
+            if isinstance(amount, int | float):
+                limits[key] = limits.get(key, 0.0) + float(amount) * count
+    return limits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reframe.jobs.planning import RenderPlanner
 from reframe.options import RenderOptions
 from reframe.pipeline.cluster import ClusterResources
@@ -71,3 +73,18 @@ def test_a_failed_read_keeps_the_last_picture() -> None:
     assert p.gpu_slots == 2
     # Without any cluster to read, the capacity is the one given.
     assert RenderPlanner(RenderOptions(), fallback_capacity=3).capacity == 3
+
+
+def test_growth_is_read_from_the_autoscalers_config_file(tmp_path: Path) -> None:
+    from reframe.pipeline.cluster import limits_from_config_file
+
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "max_workers: 3\nhead_node_type: head\navailable_node_types:\n"
+        "  head: {resources: {CPU: 2}, node_config: {}, max_workers: 0}\n"
+        "  gpu: {resources: {CPU: 4, GPU: 1}, node_config: {}, min_workers: 0, max_workers: 4}\n"
+        "  cpu: {resources: {CPU: 1}, node_config: {}, max_workers: 2}\n"
+    )
+    # The cluster's own max_workers (3) caps the GPU type's 4.
+    assert limits_from_config_file(config) == {"CPU": 2 + 4 * 3 + 1 * 2, "GPU": 3}
+    assert limits_from_config_file(tmp_path / "missing.yaml") == {}
