@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,6 +12,11 @@ from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
 T = TypeVar("T")
 
 _KEY_EXAMPLE = "uploads/3f2a.../9c1e.../clip.mp4"
+
+# Every float a client sends. Python's JSON parser reads `Infinity`, `NaN` and `1e999` as
+# floats; none is a duration or a frame rate, and an infinite one overflowed the price
+# (math.ceil) into a 500. Refused here, they are a 400 that names the field.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ErrorOut(BaseModel):
@@ -119,8 +124,8 @@ class EstimateIn(BaseModel):
         }
     )
 
-    duration_sec: float = Field(gt=0)
-    source_fps: float = Field(gt=0)
+    duration_sec: FiniteFloat = Field(gt=0)
+    source_fps: FiniteFloat = Field(gt=0)
     target_fps: int | None = None
     target_fps_options: list[int] | None = Field(default=None, min_length=1, max_length=16)
 
