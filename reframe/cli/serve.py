@@ -57,14 +57,14 @@ class RunningService:
 
 def settings_for(host: str, port: int) -> Settings:
     """Settings from the environment; the public URL follows --host/--port unless set."""
-    from reframe.config import Settings
+    from reframe.config import read_settings
 
     if os.environ.get("REFRAME_PUBLIC_BASE_URL"):
-        return Settings()
+        return read_settings()
     # 0.0.0.0 is where we listen, not an address a client can use; the URL goes into signed
     # upload links, so it must be one that reaches us.
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-    return Settings(public_base_url=f"http://{shown}:{port}")
+    return read_settings(public_base_url=f"http://{shown}:{port}")
 
 
 # Ray's dashboard agent serves the job API on this fixed port; a second local Ray on the
@@ -110,6 +110,12 @@ def start_service(
     `background=False` serves the API alone, without start_background_services: for a Ray that
     was started elsewhere (a test session's) and cannot host the dispatcher.
     """
+    from reframe.config import refuse_weak_secret_on
+
+    # Before anything starts: with --host 0.0.0.0 the service is reachable from the network
+    # whatever REFRAME_PUBLIC_BASE_URL says.
+    refuse_weak_secret_on(settings, host)
+
     import ray
     from ray import serve
 
