@@ -58,20 +58,16 @@ def test_ipv6_forms_of_ipv4_are_refused(address: str, kind: str, embedded: str |
     assert "REFRAME_WEBHOOK_ALLOW_PRIVATE" in message
 
 
-def test_ordinary_global_ipv6_is_accepted() -> None:
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2606:4700:4700::1111",
+        # Only the IPv4 address an ISATAP identifier names decides; a public one is fine.
+        "2600:1f18::5efe:808:808",
+    ],
+)
+def test_public_ipv6_is_accepted(address: str) -> None:
     dest = check_destination(
-        "https://hooks.example.com/x",
-        allow_private=False,
-        resolver=_resolver("2606:4700:4700::1111"),
+        "https://hooks.example.com/x", allow_private=False, resolver=_resolver(address)
     )
-    assert dest.addresses == ("2606:4700:4700::1111",)
-
-
-def test_an_isatap_identifier_with_a_public_ipv4_is_accepted() -> None:
-    # Only the IPv4 address an ISATAP identifier names decides; a public one is fine.
-    dest = check_destination(
-        "https://hooks.example.com/x",
-        allow_private=False,
-        resolver=_resolver("2600:1f18::5efe:808:808"),
-    )
-    assert dest.addresses == ("2600:1f18::5efe:808:808",)
+    assert dest.addresses == (address,)
