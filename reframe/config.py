@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     max_target_fps: int = 240
     upload_url_ttl_sec: int = 900
     download_url_ttl_sec: int = 3600
+    # URLs a share link hands to anyone who opens it. The local backend also stops them when
+    # the share is revoked; S3 cannot be asked, so their short life is the whole bound there.
+    share_url_ttl_sec: int = Field(default=300, gt=0)
 
     # Probe limits: a hostile file must not hang or exhaust the API.
     probe_timeout_sec: float = 10.0
