@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # (reframe.sched); off leaves every Ray worker at Ray's own niceness.
     process_priority: bool = True
     secret_key: str = DEV_SECRET
+    # Ray Serve's HAProxy stats page and Prometheus exporter (reframe serve): off unless a
+    # port is given, and then bound to the API's host only (reframe.cli.haproxy).
+    haproxy_stats_port: int | None = Field(default=None, ge=1, le=65535)
+    haproxy_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Launch limits from the public reference.
     max_upload_bytes: int = 250 * MIB
