@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from reframe.storage.base import Storage
 
 # 24 random bytes = 192 bits, comfortably above the 128-bit floor for bearer links.
 TOKEN_BYTES = 24
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def active_share(session: Session, project_id: str) -> Share | None:
@@ -52,7 +54,10 @@ def revoke(session: Session, account: Account, project_id: str) -> int:
 
 def live_share(session: Session, token: str) -> Share:
     """The share behind `token`; NotFound (404) for unknown or revoked tokens."""
-    share = session.scalar(select(Share).where(Share.token == token))
+    # Tokens are url-safe base64 (secrets.token_urlsafe); anything else is not looked up
+    # (PostgreSQL cannot compare a string holding NUL).
+    well_formed = _TOKEN.fullmatch(token) is not None
+    share = session.scalar(select(Share).where(Share.token == token)) if well_formed else None
     if share is None or share.revoked_at is not None:
         raise NotFound("share link not found or revoked")
     return share
