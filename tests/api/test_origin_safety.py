@@ -12,16 +12,20 @@ sniffable, or shown outside a sandbox.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from reframe.services.uploads import UPLOAD_EXTENSIONS
-from tests.fixtures.app import ApiHarness, auth, finish_with_output
+from tests.fixtures.app import (
+    ApiHarness,
+    auth,
+    finish_with_output,
+    path_and_query,
+    storage_urls_in_page,
+)
 from tests.fixtures.media import make_clip
 
 HTML = b"<!doctype html><script>fetch('/me/api-key',{method:'POST'})</script>"
@@ -38,11 +42,6 @@ def assert_inert(resp: httpx.Response, url: str) -> None:
     assert disposition.split(";", 1)[0] in ("attachment", "inline"), (url, disposition)
 
 
-def _storage_urls_in_page(html: str) -> list[str]:
-    found = re.findall(r'(?:src|href)="([^"]*/storage/[^"]+)"', html)
-    return [u.replace("&amp;", "&") for u in found]
-
-
 def _minted_urls(api: ApiHarness, key: str, project_id: str, token: str, job_id: str) -> list[str]:
     urls = []
     shared = api.client.get(f"/share/{token}")
@@ -50,7 +49,7 @@ def _minted_urls(api: ApiHarness, key: str, project_id: str, token: str, job_id:
     urls += [f["url"] for f in shared.json()["files"]]
     page = api.client.get(f"/s/{token}")
     assert page.status_code == 200
-    in_page = _storage_urls_in_page(page.text)
+    in_page = storage_urls_in_page(page.text)
     assert in_page, "the share page shows no video"
     urls += in_page
     project = api.client.get(f"/projects/{project_id}", headers=auth(key)).json()
@@ -79,11 +78,6 @@ def _put_and_verify(
     )
     assert verified.status_code == 200, verified.text
     return up
-
-
-def _path(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
 
 
 @pytest.mark.parametrize("filename", ["evil.html", "evil.svg", "clip.mp4"])
@@ -115,11 +109,11 @@ def test_the_share_attack_chain_never_serves_a_page(
     ]
 
     # The swap: HTML bytes under the verified key (refusing the PUT is a fine answer too).
-    api.client.put(_path(up["upload_url"]), content=HTML, headers=up["headers"])
+    api.client.put(path_and_query(up["upload_url"]), content=HTML, headers=up["headers"])
 
     for url in _minted_urls(api, key, up["project_id"], token, job_id):
         for method in ("GET", "HEAD"):
-            assert_inert(api.client.request(method, _path(url)), f"{method} {url}")
+            assert_inert(api.client.request(method, path_and_query(url)), f"{method} {url}")
 
 
 @pytest.mark.parametrize(
@@ -163,7 +157,7 @@ def test_the_stored_type_is_the_verified_one_not_the_declared_one(
     dl = api.client.get(
         f"/projects/{up['project_id']}/files/{upload['file_id']}/download", headers=auth(key)
     ).json()
-    got = api.client.get(_path(dl["url"]))
+    got = api.client.get(path_and_query(dl["url"]))
     assert_inert(got, dl["url"])
     assert got.headers["content-type"] == "video/mp4"
     assert got.headers["content-disposition"].startswith("attachment;")

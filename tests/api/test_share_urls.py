@@ -12,8 +12,14 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from tests.api.test_origin_safety import _path, _storage_urls_in_page
-from tests.fixtures.app import ApiFactory, ApiHarness, auth, finish_with_output
+from tests.fixtures.app import (
+    ApiFactory,
+    ApiHarness,
+    auth,
+    finish_with_output,
+    path_and_query,
+    storage_urls_in_page,
+)
 
 
 def _shared_project(api: ApiHarness) -> tuple[str, str, str]:
@@ -34,7 +40,7 @@ def _shared_project(api: ApiHarness) -> tuple[str, str, str]:
 
 def _share_urls(api: ApiHarness, token: str) -> list[str]:
     urls = [f["url"] for f in api.client.get(f"/share/{token}").json()["files"]]
-    urls += _storage_urls_in_page(api.client.get(f"/s/{token}").text)
+    urls += storage_urls_in_page(api.client.get(f"/s/{token}").text)
     assert len(urls) >= 4  # input + output in the JSON view, before/after/download on the page
     return urls
 
@@ -43,20 +49,20 @@ def test_revoking_a_share_stops_the_urls_it_already_minted(api: ApiHarness) -> N
     key, project_id, token = _shared_project(api)
     urls = _share_urls(api, token)
     for url in urls:
-        assert api.client.get(_path(url)).status_code == 200, url
+        assert api.client.get(path_and_query(url)).status_code == 200, url
 
     assert api.client.delete(f"/projects/{project_id}/share", headers=auth(key)).status_code == 204
 
     for url in urls:
-        resp = api.client.get(_path(url))
+        resp = api.client.get(path_and_query(url))
         assert resp.status_code == 403, (url, resp.status_code)
         assert "revoked" in resp.json()["detail"]
-        assert api.client.head(_path(url)).status_code == 403
+        assert api.client.head(path_and_query(url)).status_code == 403
     # The owner's own download links do not depend on the share.
     project = api.client.get(f"/projects/{project_id}", headers=auth(key)).json()
     file_id = project["outputs"][0]["file_id"]
     dl = api.client.get(f"/projects/{project_id}/files/{file_id}/download", headers=auth(key))
-    assert api.client.get(_path(dl.json()["url"])).status_code == 200
+    assert api.client.get(path_and_query(dl.json()["url"])).status_code == 200
 
 
 def test_a_new_share_does_not_revive_the_old_ones_urls(api: ApiHarness) -> None:
@@ -66,9 +72,9 @@ def test_a_new_share_does_not_revive_the_old_ones_urls(api: ApiHarness) -> None:
     fresh = api.client.post(f"/projects/{project_id}/share", headers=auth(key)).json()["token"]
     assert fresh != token
     for url in urls:
-        assert api.client.get(_path(url)).status_code == 403, url
+        assert api.client.get(path_and_query(url)).status_code == 403, url
     for url in _share_urls(api, fresh):
-        assert api.client.get(_path(url)).status_code == 200, url
+        assert api.client.get(path_and_query(url)).status_code == 200, url
 
 
 def test_share_urls_expire_within_minutes(api_factory: ApiFactory) -> None:
