@@ -15,11 +15,72 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from reframe.errors import ReframeError
+
 # A well-known value so that a development install works out of the box; `Settings` refuses
 # it as soon as the service is reachable from anywhere but this machine.
 DEV_SECRET = "reframe-dev-secret-change-me"  # noqa: S105
+# The secret signs storage URLs, sessions and CSRF tokens: whoever guesses it can forge them.
+# 32 characters of token_urlsafe carry 192 bits; anything shorter is likely typed by hand.
+MIN_SECRET_LENGTH = 32
+_MAKE_A_SECRET = (
+    "set REFRAME_SECRET_KEY to a random value of at least "
+    f"{MIN_SECRET_LENGTH} characters, for example the output of: "
+    "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+)
 
 MIB = 1024 * 1024
+
+
+class ConfigurationError(ReframeError):
+    """The REFRAME_* settings cannot be used as they are; the message says which and why."""
+
+
+class UnsafeConfiguration(ConfigurationError):
+    """The service would be reachable by others with a secret they can know or guess."""
+
+
+def weak_secret_reason(secret: str) -> str | None:
+    """Why `secret` must not protect a service others can reach; None when it may."""
+    if secret == DEV_SECRET:
+        return "REFRAME_SECRET_KEY is still the development secret"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return (
+            f"REFRAME_SECRET_KEY is {len(secret)} characters long; it must be at least "
+            f"{MIN_SECRET_LENGTH} characters"
+        )
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for addresses only this machine can reach: localhost, 127.0.0.0/8 and ::1.
+
+    Wildcards ("0.0.0.0", "::", "") and every other name count as reachable from elsewhere:
+    a name that resolves to loopback today may not tomorrow.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_weak_secret_on(settings: Settings, bind_host: str) -> None:
+    """Raise UnsafeConfiguration when listening on `bind_host` would expose a weak secret.
+
+    `Settings` alone cannot know where the service listens (`reframe serve --host`): binding
+    0.0.0.0 with a loopback public URL is still reachable from the network.
+    """
+    if is_loopback_host(bind_host):
+        return
+    reason = weak_secret_reason(settings.secret_key)
+    if reason is not None:
+        raise UnsafeConfiguration(
+            f"refusing to listen on {bind_host or 'every interface'!r}: {reason}, and anyone "
+            f"who knows it can forge storage URLs and sessions; {_MAKE_A_SECRET}, or listen on "
+            "127.0.0.1 for development."
+        )
 
 
 def _default_model_dir() -> Path:
@@ -30,13 +91,7 @@ def _default_model_dir() -> Path:
 
 
 def _is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlparse(url).hostname or "")
 
 
 class CreditPack(BaseModel):
@@ -89,6 +144,10 @@ class Settings(BaseSettings):
     # (reframe.sched); off leaves every Ray worker at Ray's own niceness.
     process_priority: bool = True
     secret_key: str = DEV_SECRET
+    # Ray Serve's HAProxy stats page and Prometheus exporter (reframe serve): off unless a
+    # port is given, and then bound to the API's host only (reframe.cli.haproxy).
+    haproxy_stats_port: int | None = Field(default=None, ge=1, le=65535)
+    haproxy_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Launch limits from the public reference.
     max_upload_bytes: int = 250 * MIB
@@ -97,6 +156,9 @@ class Settings(BaseSettings):
     max_target_fps: int = 240
     upload_url_ttl_sec: int = 900
     download_url_ttl_sec: int = 3600
+    # URLs a share link hands to anyone who opens it. The local backend also stops them when
+    # the share is revoked; S3 cannot be asked, so their short life is the whole bound there.
+    share_url_ttl_sec: int = Field(default=300, gt=0)
 
     # Probe limits: a hostile file must not hang or exhaust the API.
     probe_timeout_sec: float = 10.0
@@ -165,13 +227,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         exposed = self.env == "production" or not _is_loopback_url(self.public_base_url)
-        if exposed and self.secret_key == DEV_SECRET:
-            raise ValueError(
-                "REFRAME_SECRET_KEY is still the development secret while the service is "
-                f"reachable at {self.public_base_url!r}; set REFRAME_SECRET_KEY to a long "
-                "random value (for example: python -c 'import secrets; "
-                "print(secrets.token_urlsafe(48))')"
-            )
+        reason = weak_secret_reason(self.secret_key) if exposed else None
+        if reason is not None:
+            where = "in production" if self.env == "production" else "while the service is"
+            if self.env != "production":
+                where += f" reachable at {self.public_base_url!r}"
+            raise ValueError(f"{reason} {where}; {_MAKE_A_SECRET}")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("REFRAME_S3_BUCKET is required when REFRAME_STORAGE_BACKEND=s3")
         return self
@@ -241,3 +302,22 @@ def load_settings(values: dict[str, Any] | None = None) -> Settings:
     if secrets and Path(secrets).is_dir():
         return Settings(_secrets_dir=secrets, **(values or {}))
     return Settings(**(values or {}))
+
+
+def read_settings(**overrides: object) -> Settings:
+    """`Settings(**overrides)` over the environment, with problems as one ConfigurationError.
+
+    For commands: pydantic's ValidationError is a wall of text with a traceback; this says
+    which variable is wrong and what to do, in the validators' own words.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+            field = ".".join(str(part) for part in error.get("loc", ()))
+            problems.append(f"REFRAME_{field.upper()}: {message}" if field else message)
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from exc

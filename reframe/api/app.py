@@ -118,14 +118,25 @@ def _document_errors_as_served(app: FastAPI) -> None:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+        error_body = {"application/json": {"schema": error_ref}}
         for ops in spec.get("paths", {}).values():
             for op in ops.values():
                 responses = op.get("responses", {})
                 if responses.pop("422", None) is not None and "400" not in responses:
-                    responses["400"] = {
-                        "description": ERROR_DESCRIPTIONS[400],
-                        "content": {"application/json": {"schema": error_ref}},
+                    responses["400"] = {"description": ERROR_DESCRIPTIONS[400]}
+                # The rate limit is a middleware in front of every route, and any route can
+                # fail: both answers are possible everywhere, so they are documented everywhere.
+                responses.setdefault("429", {"description": ERROR_DESCRIPTIONS[429]})
+                responses["429"]["headers"] = {
+                    "Retry-After": {
+                        "description": "Seconds to wait before the next request",
+                        "schema": {"type": "integer"},
                     }
+                }
+                responses.setdefault("500", {"description": ERROR_DESCRIPTIONS[500]})
+                for code, response in responses.items():
+                    if code.startswith(("4", "5")):
+                        response.setdefault("content", error_body)
         schemas = spec.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)

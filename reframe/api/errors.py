@@ -55,7 +55,8 @@ def validation_detail(exc: RequestValidationError) -> str:
     problems = []
     for err in exc.errors():
         field = _field_name(tuple(err.get("loc", ())))
-        msg = str(err.get("msg", "is invalid"))
+        # A validator's own ValueError message reads better without pydantic's prefix.
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
             problems.append("request body is not valid JSON")
         elif err.get("type") == "missing":

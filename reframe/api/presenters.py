@@ -12,6 +12,7 @@ from reframe.api.schemas import (
 )
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, Job, JobStatus, Project
+from reframe.services.projects import file_url
 from reframe.storage.base import Storage
 
 
@@ -66,11 +67,7 @@ def shared_file(file: File, url: str) -> SharedFile:
 def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
     output_url = None
     if job.status is JobStatus.DONE and job.output_file is not None:
-        output_url = storage.presign_download(
-            job.output_file.storage_key,
-            settings.download_url_ttl_sec,
-            filename=job.output_file.filename,
-        )
+        output_url = file_url(storage, settings, job.output_file)
     return JobPublic(
         job_id=job.id,
         project_id=job.project_id,

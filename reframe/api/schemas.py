@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
 
 T = TypeVar("T")
 
 _KEY_EXAMPLE = "uploads/3f2a.../9c1e.../clip.mp4"
+
+# Every float a client sends. Python's JSON parser reads `Infinity`, `NaN` and `1e999` as
+# floats; none is a duration or a frame rate, and an infinite one overflowed the price
+# (math.ceil) into a 500. Refused here, they are a 400 that names the field.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+# Largest OFFSET a page may ask for: what every database's integer OFFSET holds (a larger one
+# overflowed SQLite and PostgreSQL into a 500), and far past any account's history.
+MAX_PAGE_OFFSET = 2**31 - 1
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    # NUL cannot even be stored by PostgreSQL (the driver raised, a 500), and no file name,
+    # key, id or URL a client sends has any reason to hold a line break or another control.
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (NUL, line breaks, tabs...)")
+    return value
+
+
+# Every string a client sends in a body.
+Text = Annotated[
+    str,
+    AfterValidator(_no_control_characters),
+    Field(json_schema_extra={"pattern": "^[^\\u0000-\\u001f\\u007f]*$"}),
+]
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: values are taken as the types the schema says.
+
+    Strict: JSON `true` or `"60"` for an integer is refused instead of being read as 1 or 60
+    (pydantic's lax mode), so what the API accepts is what /openapi.json documents.
+    """
+
+    model_config = ConfigDict(strict=True)
 
 
 class ErrorOut(BaseModel):
@@ -116,15 +154,15 @@ class PricingConfigOut(BaseModel):
     free_credits: FreeCreditPolicy
 
 
-class EstimateIn(BaseModel):
+class EstimateIn(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"duration_sec": 12.4, "source_fps": 24, "target_fps_options": [60, 120]}]
         }
     )
 
-    duration_sec: float = Field(gt=0)
-    source_fps: float = Field(gt=0)
+    duration_sec: FiniteFloat = Field(gt=0)
+    source_fps: FiniteFloat = Field(gt=0)
     target_fps: int | None = None
     target_fps_options: list[int] | None = Field(default=None, min_length=1, max_length=16)
 
@@ -157,12 +195,12 @@ class EstimateOut(BaseModel):
     options: list[OptionQuote]
 
 
-class EstimateVideoIn(BaseModel):
+class EstimateVideoIn(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"r2_key": _KEY_EXAMPLE, "target_fps_options": [60, 120]}]}
     )
 
-    r2_key: str = Field(min_length=1, max_length=512, description="`key` from /upload/presign")
+    r2_key: Text = Field(min_length=1, max_length=512, description="`key` from /upload/presign")
     target_fps_options: list[int] = Field(min_length=1, max_length=16)
 
 
@@ -208,13 +246,13 @@ class EstimateVideoOut(BaseModel):
 # --- uploads ----------------------------------------------------------------------------------
 
 
-class PresignIn(BaseModel):
+class PresignIn(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"filename": "clip.mp4", "content_type": "video/mp4"}]}
     )
 
-    filename: str = Field(min_length=1, max_length=255)
-    content_type: str = Field(min_length=1, max_length=255)
+    filename: Text = Field(min_length=1, max_length=255)
+    content_type: Text = Field(min_length=1, max_length=255)
     size_bytes: int | None = Field(default=None, description="Declared size; over the limit is 413")
 
 
@@ -318,17 +356,17 @@ class DownloadOut(BaseModel):
 # --- jobs -------------------------------------------------------------------------------------
 
 
-class JobCreate(BaseModel):
+class JobCreate(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"r2_key": _KEY_EXAMPLE, "project_id": "9c1e...", "target_fps": 60}]
         }
     )
 
-    r2_key: str = Field(min_length=1, max_length=512)
-    project_id: str = Field(min_length=1, max_length=64)
+    r2_key: Text = Field(min_length=1, max_length=512)
+    project_id: Text = Field(min_length=1, max_length=64)
     target_fps: int
-    webhook_url: str | None = Field(
+    webhook_url: Text | None = Field(
         default=None,
         max_length=2048,
         description=(

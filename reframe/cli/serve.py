@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,14 +62,48 @@ class RunningService:
 
 def settings_for(host: str, port: int) -> Settings:
     """Settings from the environment; the public URL follows --host/--port unless set."""
-    from reframe.config import Settings
+    from reframe.config import read_settings
 
     if os.environ.get("REFRAME_PUBLIC_BASE_URL"):
-        return Settings()
+        return read_settings()
     # 0.0.0.0 is where we listen, not an address a client can use; the URL goes into signed
     # upload links, so it must be one that reaches us.
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-    return Settings(public_base_url=f"http://{shown}:{port}")
+    return read_settings(public_base_url=f"http://{shown}:{port}")
+
+
+def ray_serve_environment(
+    settings: Settings, host: str, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The RAY_SERVE_* variables for the local Ray that serves the API; `environ` wins.
+
+    With HAProxy on, its binary is a launcher (reframe.cli.haproxy, written under the data
+    folder) that keeps its stats and metrics listeners off, or on `host` when configured.
+    """
+    from reframe.cli.haproxy import real_haproxy_binary, write_launcher
+
+    env = {
+        # Ray Serve's HAProxy ingress and its throughput mode: measured here at 100 polls/s,
+        # the default Python proxy saturated at ~48 req/s (p50 12.9 s of queueing) while these
+        # served all 100 req/s at p50 8 ms (bench/polling.py). Set either to 0 to opt out.
+        "RAY_SERVE_ENABLE_HA_PROXY": environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
+        # With direct ingress a replica lingers 30 s by default while HAProxy stops routing to
+        # it, which made Ctrl-C take about 40 s; measured here, 2 s stops it in about 6 s.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": environ.get(
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"
+        ),
+    }
+    if env["RAY_SERVE_ENABLE_HA_PROXY"] == "1":
+        launcher = write_launcher(
+            settings.data_dir.resolve() / "run",
+            real_haproxy=real_haproxy_binary(environ),
+            host=host,
+            stats_port=settings.haproxy_stats_port,
+            metrics_port=settings.haproxy_metrics_port,
+        )
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(launcher)
+    return env
 
 
 # Ray's dashboard agent serves the job API on this fixed port; a second local Ray on the
@@ -124,6 +158,12 @@ def start_service(
     `background=False` serves the API alone, without the dispatcher: for a Ray that was started
     elsewhere (a test session's) and renders nothing.
     """
+    from reframe.config import refuse_weak_secret_on
+
+    # Before anything starts: with --host 0.0.0.0 the service is reachable from the network
+    # whatever REFRAME_PUBLIC_BASE_URL says.
+    refuse_weak_secret_on(settings, host)
+
     import ray
     from ray import serve
 
@@ -140,15 +180,8 @@ def start_service(
     os.environ[SECRETS_DIR_ENV] = str(secrets_dir)
     started_ray = False
     if not ray.is_initialized():
-        # Ray Serve's HAProxy ingress and its throughput mode: measured here at 100 polls/s,
-        # the default Python proxy saturated at ~48 req/s (p50 12.9 s of queueing) while these
-        # served all 100 req/s at p50 8 ms (bench/polling.py). Set either to 0 to opt out.
-        # They must be in the environment before Ray starts: its processes inherit it.
-        os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-        # With direct ingress a replica lingers 30 s by default while HAProxy stops routing to
-        # it, which made Ctrl-C take about 40 s; measured here, 2 s stops it in about 6 s.
-        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+        # Must be in the environment before Ray starts: its processes inherit it.
+        os.environ.update(ray_serve_environment(settings, host, os.environ))
         cluster = os.environ.get("RAY_ADDRESS")
         if cluster:
             # On a cluster's head node (cluster.yaml) the API and the dispatcher join the

@@ -86,9 +86,58 @@ def _system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# IPv6 ranges that reach IPv4 through a relay, translator or tunnel. Whatever IPv4 address
+# they name, the hop on the way decides where the request really lands (6to4 2002:7f00:1:: is
+# 127.0.0.1 at the relay), and no webhook receiver needs one, so they are never destinations.
+# Python's `is_global` calls 6to4 global; it is matched here by name, not left to that table.
+_IPV4_TRANSITION_RANGES = tuple(
+    (ipaddress.IPv6Network(network), name)
+    for network, name in (
+        ("2002::/16", "6to4"),
+        ("2001::/32", "Teredo"),
+        ("64:ff9b::/96", "NAT64"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
+        ("::ffff:0:0:0/96", "IPv4-translated"),
+    )
+)
+
+
+def _embedded_ipv4(addr: ipaddress.IPv6Address, name: str) -> ipaddress.IPv4Address | None:
+    if name == "6to4":
+        return addr.sixtofour
+    if name in ("NAT64", "IPv4-translated"):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None  # Teredo obfuscates its client; local-use NAT64 embeds by its own prefix length
+
+
+def _why_not_public_ipv6(addr: ipaddress.IPv6Address) -> str | None:
+    """The IPv6-only reasons; None leaves the address to the checks shared with IPv4."""
+    for network, name in _IPV4_TRANSITION_RANGES:
+        if addr in network:
+            embedded = _embedded_ipv4(addr, name)
+            return f"{name} ({embedded})" if embedded is not None else name
+    low = int(addr) & 0xFFFFFFFF
+    if int(addr) >> 32 == 0 and low > 1:  # ::a.b.c.d; "::" and "::1" are checked below
+        return f"IPv4-compatible ({ipaddress.IPv4Address(low)})"
+    # ISATAP interface identifiers (::0:5efe:a.b.c.d, ::200:5efe:a.b.c.d) name the IPv4 host
+    # that the tunnel delivers to: that address decides, whatever the prefix.
+    if (int(addr) >> 32) & 0xFDFFFFFF == 0x5EFE:
+        inner = ipaddress.IPv4Address(low)
+        reason = _why_not_public(inner)
+        if reason is not None:
+            return f"ISATAP ({inner}, {reason})"
+    if addr.is_site_local:  # fec0::/10: deprecated, but routed inside some networks
+        return "site-local"
+    return None
+
+
 def _why_not_public(addr: IPAddress) -> str | None:
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return _why_not_public(addr.ipv4_mapped)
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return _why_not_public(addr.ipv4_mapped)
+        reason = _why_not_public_ipv6(addr)
+        if reason is not None:
+            return reason
     if addr.is_loopback:
         return "loopback"
     if addr.is_link_local:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, joinedload
 from reframe.config import Settings
 from reframe.db.base import utcnow
 from reframe.db.models import Account, ApiKey, CreditPool, LedgerReason
+from reframe.db.session import lock_account
 from reframe.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from reframe.services import ledger
 
@@ -116,7 +117,13 @@ def active_key(session: Session, account_id: str) -> ApiKey | None:
 
 
 def rotate_key(session: Session, account_id: str) -> IssuedKey:
-    """Revoke every live key of the account and mint one new key, in the caller's transaction."""
+    """Revoke every live key of the account and mint one new key, in one transaction.
+
+    The transaction starts with the account lock (reframe.db.session.lock_account), so the
+    caller must not be inside one. Without it, two rotations at once on PostgreSQL each read
+    the same old key, each revoke only that, and both new keys stay live.
+    """
+    lock_account(session, account_id)
     now = utcnow()
     for key in session.scalars(
         select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))

@@ -7,15 +7,25 @@ directly, so a forgotten owner check cannot happen.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from reframe.db.models import Account, File, Job, Project
 from reframe.errors import Forbidden, NotFound
 
+# Every id this service hands out (reframe.db.base.new_id). Anything else names nothing, and is
+# not sent to the database: PostgreSQL cannot even compare a string holding NUL (a 500).
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _is_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
 
 def owned_project(session: Session, account: Account, project_id: str) -> Project:
-    project = session.get(Project, project_id)
+    project = session.get(Project, project_id) if _is_id(project_id) else None
     if project is None:
         raise NotFound(f"project {project_id} not found")
     if project.account_id != account.id:
@@ -25,7 +35,7 @@ def owned_project(session: Session, account: Account, project_id: str) -> Projec
 
 def owned_file(session: Session, account: Account, project_id: str, file_id: str) -> File:
     project = owned_project(session, account, project_id)
-    file = session.get(File, file_id)
+    file = session.get(File, file_id) if _is_id(file_id) else None
     if file is None or file.project_id != project.id:
         raise NotFound(f"file {file_id} not found in project {project_id}")
     return file
@@ -43,6 +53,8 @@ def owned_upload(session: Session, account: Account, key: str) -> File:
 
 def owned_job(session: Session, account: Account, job_id: str) -> Job:
     # Everything GET /jobs/{id} shows, in one query instead of four: clients poll this.
+    if not _is_id(job_id):
+        raise NotFound(f"job {job_id} not found")
     job = session.get(
         Job,
         job_id,

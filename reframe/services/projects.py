@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from reframe.config import Settings
-from reframe.db.models import Account, File, Project
+from reframe.db.models import Account, File, Project, Share
 from reframe.errors import NotFound
 from reframe.storage.base import Storage
 
@@ -29,12 +29,34 @@ def list_projects(
     return list(projects), int(total or 0)
 
 
+def file_url(
+    storage: Storage,
+    settings: Settings,
+    file: File,
+    *,
+    inline: bool = False,
+    ttl_sec: int | None = None,
+    share: Share | None = None,
+) -> str:
+    """The one way a URL to a file's bytes is made: served as the file's verified type.
+
+    A download (attachment named after the file) unless `inline` (a player's source);
+    `share` binds the URL to that share link (reframe.services.shares.file_url).
+    """
+    return storage.presign_download(
+        file.storage_key,
+        settings.download_url_ttl_sec if ttl_sec is None else ttl_sec,
+        filename=file.filename,
+        content_type=file.content_type,
+        inline=inline,
+        bound_to=None if share is None else share.id,
+    )
+
+
 def download_url(storage: Storage, settings: Settings, file: File) -> str:
     """A fresh short-lived URL; the object must still exist in storage."""
     if storage.head(file.storage_key) is None:
         raise NotFound(
             f"file {file.id} has no stored bytes (never uploaded, or deleted after being rejected)"
         )
-    return storage.presign_download(
-        file.storage_key, settings.download_url_ttl_sec, filename=file.filename
-    )
+    return file_url(storage, settings, file)

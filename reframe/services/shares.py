@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from reframe.config import Settings
 from reframe.db.base import utcnow
-from reframe.db.models import Account, Project, Share
+from reframe.db.models import Account, File, Project, Share
 from reframe.errors import NotFound
-from reframe.services import ownership
+from reframe.services import ownership, projects
+from reframe.storage.base import Storage
 
 # 24 random bytes = 192 bits, comfortably above the 128-bit floor for bearer links.
 TOKEN_BYTES = 24
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def active_share(session: Session, project_id: str) -> Share | None:
@@ -48,8 +52,35 @@ def revoke(session: Session, account: Account, project_id: str) -> int:
     return len(shares)
 
 
-def shared_project(session: Session, token: str) -> Project:
-    share = session.scalar(select(Share).where(Share.token == token))
+def live_share(session: Session, token: str) -> Share:
+    """The share behind `token`; NotFound (404) for unknown or revoked tokens."""
+    # Tokens are url-safe base64 (secrets.token_urlsafe); anything else is not looked up
+    # (PostgreSQL cannot compare a string holding NUL).
+    well_formed = _TOKEN.fullmatch(token) is not None
+    share = session.scalar(select(Share).where(Share.token == token)) if well_formed else None
     if share is None or share.revoked_at is not None:
         raise NotFound("share link not found or revoked")
-    return share.project
+    return share
+
+
+def shared_project(session: Session, token: str) -> Project:
+    return live_share(session, token).project
+
+
+def is_live(session: Session, share_id: str) -> bool:
+    """Whether the share `share_id` still stands: URLs minted for it check this on each use."""
+    row = session.execute(select(Share.revoked_at).where(Share.id == share_id)).first()
+    return row is not None and row.revoked_at is None
+
+
+def file_url(
+    storage: Storage, settings: Settings, share: Share, file: File, *, inline: bool = False
+) -> str:
+    """A URL to `file` for whoever holds `share`: dead once the share is revoked.
+
+    The local backend re-checks the share on every request; S3 cannot, so the URL also lives
+    only REFRAME_SHARE_URL_TTL_SEC (minutes, where an owner's own links live an hour).
+    """
+    return projects.file_url(
+        storage, settings, file, inline=inline, ttl_sec=settings.share_url_ttl_sec, share=share
+    )

@@ -18,12 +18,52 @@ from reframe.config import Settings
 from reframe.db.models import Account, File, FileRole, FileStatus, Job, Project
 from reframe.errors import InvalidInput, InvalidMedia, NotFound, ReframeError, TooLarge
 from reframe.services import pricing
-from reframe.storage.base import Storage, new_object_key
+from reframe.storage.base import OPAQUE_TYPE, Storage, new_object_key, safe_filename
 
 if TYPE_CHECKING:
     from reframe.video.probe import ProbeLimits
 
 MAX_FILENAME = 255
+
+# FFmpeg's demuxer names (VideoProbe.container) for the families below.
+_MP4_FAMILY = "mov,mp4,m4a,3gp,3g2,mj2"
+_MATROSKA_FAMILY = "matroska,webm"
+
+# The names an upload may have: its extension -> the type it is served as once verified, and
+# the demuxer that must have read it for that to hold. Uploads are served back from storage
+# (on the API's origin with the local backend), so a name the browser could treat as a page
+# (.html, .svg, .xml, .js...) is refused at presign, before any byte is stored under it.
+UPLOAD_EXTENSIONS: dict[str, tuple[str, str]] = {
+    ".mp4": ("video/mp4", _MP4_FAMILY),
+    ".m4v": ("video/mp4", _MP4_FAMILY),
+    ".mov": ("video/quicktime", _MP4_FAMILY),
+    ".3gp": ("video/3gpp", _MP4_FAMILY),
+    ".3g2": ("video/3gpp2", _MP4_FAMILY),
+    ".mkv": ("video/x-matroska", _MATROSKA_FAMILY),
+    ".webm": ("video/webm", _MATROSKA_FAMILY),
+    ".avi": ("video/x-msvideo", "avi"),
+    ".ts": ("video/mp2t", "mpegts"),
+    ".mts": ("video/mp2t", "mpegts"),
+    ".m2ts": ("video/mp2t", "mpegts"),
+    ".mpg": ("video/mpeg", "mpeg"),
+    ".mpeg": ("video/mpeg", "mpeg"),
+    ".flv": ("video/x-flv", "flv"),
+    ".ogv": ("video/ogg", "ogg"),
+    ".wmv": ("video/x-ms-wmv", "asf"),
+    ".asf": ("video/x-ms-asf", "asf"),
+}
+# What a container is served as when its name does not match what the probe found; any other
+# demuxer the probe accepts (raw streams) is served as opaque bytes.
+_CONTAINER_TYPES = {
+    _MP4_FAMILY: "video/mp4",
+    _MATROSKA_FAMILY: "video/x-matroska",
+    "avi": "video/x-msvideo",
+    "mpegts": "video/mp2t",
+    "mpeg": "video/mpeg",
+    "flv": "video/x-flv",
+    "ogg": "video/ogg",
+    "asf": "video/x-ms-asf",
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +87,28 @@ def check_content_type(content_type: str) -> str:
             f"content_type must be a video type such as video/mp4; got {content_type!r}"
         )
     return media
+
+
+def _extension(filename: str) -> str:
+    # The extension of the key's last segment, which is what ends up in storage and URLs.
+    return os.path.splitext(safe_filename(filename, default=""))[1].lower()
+
+
+def check_upload_name(filename: str) -> None:
+    if _extension(filename) not in UPLOAD_EXTENSIONS:
+        allowed = ", ".join(UPLOAD_EXTENSIONS)
+        raise InvalidInput(
+            f"filename must end in a video extension ({allowed}); got {filename!r}. "
+            "Rename the file or export it as MP4."
+        )
+
+
+def verified_content_type(filename: str, container: str | None) -> str:
+    """The type a verified upload is stored and served as, from what the probe read."""
+    named = UPLOAD_EXTENSIONS.get(_extension(filename))
+    if named is not None and named[1] == container:
+        return named[0]
+    return _CONTAINER_TYPES.get(container or "", OPAQUE_TYPE)
 
 
 def check_declared_size(size_bytes: int | None, settings: Settings) -> None:
@@ -122,6 +184,7 @@ def presign(
     name = filename.strip()
     if not name or len(name) > MAX_FILENAME:
         raise InvalidInput(f"filename must be 1 to {MAX_FILENAME} characters")
+    check_upload_name(name)
     media = check_content_type(content_type)
     check_declared_size(size_bytes, settings)
 
@@ -232,6 +295,8 @@ def verify_input(
     file.size_bytes = info.size
     file.object_version = info.version
     file.probe = probe.to_dict()
+    # From here on it is served as what it was found to be, not what the client declared.
+    file.content_type = verified_content_type(file.filename, probe.container)
     file.status = FileStatus.READY
     session.commit()
     return file.probe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 import re
 import uuid
 from contextlib import AbstractContextManager
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 from reframe.errors import InvalidInput
 
@@ -39,7 +41,24 @@ class Storage(Protocol):
         self, key: str, content_type: str, expires_in: int, max_bytes: int
     ) -> PresignedUpload: ...
 
-    def presign_download(self, key: str, expires_in: int, filename: str | None = None) -> str: ...
+    def presign_download(
+        self,
+        key: str,
+        expires_in: int,
+        filename: str | None = None,
+        *,
+        content_type: str | None = None,
+        inline: bool = False,
+        bound_to: str | None = None,
+    ) -> str:
+        """A GET URL that serves `key` as `served_content_type(content_type, key)`.
+
+        The response is `attachment` (a download named `filename`, else the key's last
+        segment) unless `inline` (a player's source). `bound_to` names a grant the app
+        re-checks on every request (a share link); a backend whose URLs do not pass through
+        the app cannot, and such URLs live only their `expires_in`.
+        """
+        ...
 
     def head(self, key: str) -> ObjectInfo | None: ...
 
@@ -72,6 +91,29 @@ def validate_key(key: str) -> str:
                 "digits, '.', '_' and '-' that do not start with '.' or '-'"
             )
     return key
+
+
+# Uploads are served back only as what they were verified to be: a video, or opaque bytes.
+# A type derived from the key's extension (".html", ".svg") made an upload a page on the
+# serving origin; nothing else a browser would render as a document is ever sent.
+OPAQUE_TYPE = "application/octet-stream"
+_VIDEO_TYPE = re.compile(r"video/[a-z0-9][a-z0-9.+-]{0,62}")
+
+
+def served_content_type(content_type: str | None, key: str) -> str:
+    """The Content-Type a stored object is served with: a plain video type, else opaque."""
+    if content_type is None:
+        guessed = mimetypes.guess_type(key.rsplit("/", 1)[-1])[0]
+        content_type = guessed or OPAQUE_TYPE
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media if _VIDEO_TYPE.fullmatch(media) else OPAQUE_TYPE
+
+
+def content_disposition(filename: str, *, inline: bool = False) -> str:
+    """`attachment` (or `inline`) with an ASCII fallback name and the exact one per RFC 5987."""
+    fallback = safe_filename(filename, default="download")
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def safe_filename(filename: str, default: str = "video") -> str:

@@ -2,8 +2,9 @@
 app itself serves (`reframe.api.routes.storage`) and that are signed with HMAC-SHA256.
 
 A signed URL looks like `{public_base_url}/storage/{key}?expires=...&sig=...` (plus `max_bytes`
-and `content_type` for uploads, `filename` for downloads). The signature covers the method, the
-key, the expiry and every other parameter, so none of them can be changed by the holder.
+and `content_type` for uploads; `content_type`, `filename`, `inline` and `bound_to` for
+downloads). The signature covers the method, the key, the expiry and every other parameter, so
+none of them can be changed by the holder.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import IO
 from urllib.parse import quote, urlencode
 
 from reframe.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
-from reframe.storage.base import ObjectInfo, PresignedUpload, validate_key
+from reframe.storage.base import ObjectInfo, PresignedUpload, served_content_type, validate_key
 
 # Domain separation: the service's one secret also signs other things (share tokens, sessions);
 # a storage signature must never be valid anywhere else, and vice versa.
@@ -41,8 +42,13 @@ class SignedGrant:
     key: str
     expires: int
     max_bytes: int | None = None
+    # PUT: the Content-Type the upload must send. GET: the type the response is served as.
     content_type: str | None = None
     filename: str | None = None
+    inline: bool = False  # GET: shown in place (a player's source) instead of downloaded
+    # GET: a grant the app re-checks on every request (a share link's id), so revoking it
+    # stops the URL before it expires.
+    bound_to: str | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -100,9 +106,11 @@ class LocalStorage:
             "" if grant.max_bytes is None else str(grant.max_bytes),
             grant.content_type or "",
             grant.filename or "",
+            "inline" if grant.inline else "",
+            grant.bound_to or "",
         ]
-        # "\n" cannot occur in a valid key, a number or a media type, and filenames are checked
-        # for it below, so distinct grants can never serialise to the same message.
+        # "\n" cannot occur in a valid key, a number or a media type, and filenames and
+        # bindings are checked for it below, so distinct grants never serialise alike.
         message = "\n".join(fields).encode("utf-8")
         return _b64(hmac.new(self._mac_key, message, hashlib.sha256).digest())
 
@@ -114,6 +122,10 @@ class LocalStorage:
             query["content_type"] = grant.content_type
         if grant.filename is not None:
             query["filename"] = grant.filename
+        if grant.inline:
+            query["inline"] = "1"
+        if grant.bound_to is not None:
+            query["bound_to"] = grant.bound_to
         query["sig"] = self._signature(grant)
         return f"{self.public_base_url}/storage/{quote(grant.key, safe='/')}?{urlencode(query)}"
 
@@ -144,12 +156,28 @@ class LocalStorage:
             expires_at=datetime.fromtimestamp(grant.expires, tz=UTC),
         )
 
-    def presign_download(self, key: str, expires_in: int, filename: str | None = None) -> str:
+    def presign_download(
+        self,
+        key: str,
+        expires_in: int,
+        filename: str | None = None,
+        *,
+        content_type: str | None = None,
+        inline: bool = False,
+        bound_to: str | None = None,
+    ) -> str:
         validate_key(key)
-        if filename is not None and ("\n" in filename or "\r" in filename):
-            raise InvalidInput("download filename must not contain line breaks")
+        for value in (filename, bound_to):
+            if value is not None and ("\n" in value or "\r" in value):
+                raise InvalidInput("download filename and binding must not contain line breaks")
         grant = SignedGrant(
-            method="GET", key=key, expires=self._expiry(expires_in), filename=filename
+            method="GET",
+            key=key,
+            expires=self._expiry(expires_in),
+            content_type=None if content_type is None else served_content_type(content_type, key),
+            filename=filename,
+            inline=inline,
+            bound_to=bound_to,
         )
         return self._url(grant)
 
@@ -178,6 +206,8 @@ class LocalStorage:
             max_bytes=max_bytes,
             content_type=query.get("content_type"),
             filename=query.get("filename"),
+            inline=query.get("inline") == "1",
+            bound_to=query.get("bound_to"),
         )
         if not hmac.compare_digest(self._signature(grant).encode(), sig.encode()):
             raise Forbidden(

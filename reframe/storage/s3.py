@@ -15,10 +15,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import quote
 
 from reframe.errors import NotFound, ReframeError
-from reframe.storage.base import ObjectInfo, PresignedUpload, safe_filename, validate_key
+from reframe.storage.base import (
+    ObjectInfo,
+    PresignedUpload,
+    content_disposition,
+    safe_filename,
+    served_content_type,
+    validate_key,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -26,12 +32,6 @@ if TYPE_CHECKING:
 
 class StorageUnavailable(ReframeError):
     """The object store refused or failed a request that should have worked (500)."""
-
-
-def content_disposition(filename: str) -> str:
-    """`attachment` with an ASCII fallback name and the exact name in RFC 5987 form."""
-    fallback = safe_filename(filename, default="download")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 class S3Storage:
@@ -110,11 +110,29 @@ class S3Storage:
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         )
 
-    def presign_download(self, key: str, expires_in: int, filename: str | None = None) -> str:
+    def presign_download(
+        self,
+        key: str,
+        expires_in: int,
+        filename: str | None = None,
+        *,
+        content_type: str | None = None,
+        inline: bool = False,
+        bound_to: str | None = None,
+    ) -> str:
+        # `bound_to` cannot be honoured: S3 serves the URL without asking us, so a revocable
+        # grant (a share link) relies on a short `expires_in`.
         validate_key(key)
-        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
-        if filename:
-            params["ResponseContentDisposition"] = content_disposition(filename)
+        # The response headers are part of the signed URL, so S3 serves the type we verified
+        # and a Content-Disposition, whatever Content-Type the uploader's PUT stored.
+        params: dict[str, str] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "ResponseContentType": served_content_type(content_type, key),
+            "ResponseContentDisposition": content_disposition(
+                filename or key.rsplit("/", 1)[-1], inline=inline
+            ),
+        }
         return self._client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expires_in, HttpMethod="GET"
         )

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus
-from reframe.services import projects, shares
+from reframe.services import shares
 from reframe.storage.base import Storage
 
 
@@ -29,7 +29,8 @@ def _newest_done_job(jobs: list[Job]) -> Job | None:
 
 def build(db: Session, storage: Storage, settings: Settings, token: str) -> dict[str, Any]:
     """Template context for `/s/{token}`; NotFound for unknown or revoked tokens."""
-    project = shares.shared_project(db, token)
+    share = shares.live_share(db, token)
+    project = share.project
     job = _newest_done_job(list(project.jobs))
     before: File | None = job.input_file if job is not None else None
     if before is None:
@@ -50,10 +51,7 @@ def build(db: Session, storage: Storage, settings: Settings, token: str) -> dict
         "details": [],
     }
     if before is not None and storage.head(before.storage_key) is not None:
-        # Inline playback needs a URL without a forced download filename.
-        context["before_url"] = storage.presign_download(
-            before.storage_key, settings.download_url_ttl_sec
-        )
+        context["before_url"] = shares.file_url(storage, settings, share, before, inline=True)
         probe = before.probe or {}
         context["before_fps"] = _fps(probe.get("fps"))
         details: list[tuple[str, str]] = []
@@ -65,10 +63,8 @@ def build(db: Session, storage: Storage, settings: Settings, token: str) -> dict
             details.append(("Duration", f"{probe['duration_sec']:.2f} s"))
         context["details"] = details
     if after is not None and job is not None and storage.head(after.storage_key) is not None:
-        context["after_url"] = storage.presign_download(
-            after.storage_key, settings.download_url_ttl_sec
-        )
-        context["after_download_url"] = projects.download_url(storage, settings, after)
+        context["after_url"] = shares.file_url(storage, settings, share, after, inline=True)
+        context["after_download_url"] = shares.file_url(storage, settings, share, after)
         context["after_fps"] = _fps(job.target_fps)
         context["details"].append(("Rendered frame rate", f"{context['after_fps']} fps"))
     return context

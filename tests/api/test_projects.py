@@ -6,8 +6,7 @@ from typing import Any
 
 import httpx
 
-from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus
-from tests.fixtures.app import ApiHarness, auth
+from tests.fixtures.app import ApiHarness, auth, finish_with_output
 from tests.fixtures.media import make_clip
 
 
@@ -22,34 +21,6 @@ def _job(api: ApiHarness, key: str, up: dict[str, Any], fps: int = 60) -> str:
     return job_id
 
 
-def _finish_with_output(api: ApiHarness, job_id: str) -> str:
-    """Do what the job lifecycle does on success: store an output and mark the job done."""
-    out = make_clip(api.tmp_path / "out.mp4", frames=24, fps=60)
-    with api.db.session() as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        key = f"outputs/{job.account_id}/{job.project_id}/{job.id}/out.mp4"
-        api.app.state.storage.upload_file(out, key, "video/mp4")
-        output = File(
-            project_id=job.project_id,
-            account_id=job.account_id,
-            role=FileRole.OUTPUT,
-            status=FileStatus.READY,
-            storage_key=key,
-            filename="clip-60fps.mp4",
-            content_type="video/mp4",
-            size_bytes=out.stat().st_size,
-            probe={"duration_sec": 0.4, "fps": 60.0, "width": 128, "height": 96},
-        )
-        s.add(output)
-        s.flush()
-        job.output_file_id = output.id
-        job.status = JobStatus.DONE
-        job.progress = 1.0
-        s.commit()
-        return output.id
-
-
 def _get(api: ApiHarness, url: str) -> httpx.Response:
     return api.client.get(url)
 
@@ -61,7 +32,7 @@ def test_history_lists_inputs_outputs_and_jobs(api: ApiHarness) -> None:
     second = api.upload(key)
     api.upload(other)
     job_id = _job(api, key, second)
-    output_id = _finish_with_output(api, job_id)
+    output_id = finish_with_output(api, job_id)
 
     page = api.client.get("/projects", headers=auth(key)).json()
     assert page["total"] == 2
@@ -88,7 +59,7 @@ def test_done_job_has_a_working_output_url(api: ApiHarness) -> None:
     _, key = api.create_account()
     up = api.upload(key)
     job_id = _job(api, key, up)
-    _finish_with_output(api, job_id)
+    finish_with_output(api, job_id)
     body = api.client.get(f"/jobs/{job_id}", headers=auth(key)).json()
     assert body["live_status"] == "done"
     assert body["output_url"]
@@ -139,7 +110,7 @@ def test_share_link_lifecycle(api: ApiHarness) -> None:
     _, other = api.create_account()
     up = api.upload(key)
     job_id = _job(api, key, up)
-    _finish_with_output(api, job_id)
+    finish_with_output(api, job_id)
     pid = up["project_id"]
 
     created = api.client.post(f"/projects/{pid}/share", headers=auth(key))

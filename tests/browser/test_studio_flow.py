@@ -157,6 +157,16 @@ def test_sign_up_key_upload_estimate_render_share(
         assert "studio-user@example.com" not in body
         assert "Log out" not in body
         expect(viewer.locator("video").first).to_be_visible()
+        # The video is served inline, sandboxed and nosniff (origin safety): it still plays.
+        ready = viewer.locator("video").first.evaluate(
+            """video => new Promise(done => {
+                if (video.readyState >= 1) { done(video.readyState); return; }
+                video.addEventListener("loadedmetadata", () => done(video.readyState));
+                video.addEventListener("error", () => done(-1));
+                video.load();
+            })"""
+        )
+        assert ready >= 1, "the shared video did not load in the browser"
         screenshots.take(viewer, "share-page-logged-out")
     finally:
         anonymous.close()

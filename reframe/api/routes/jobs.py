@@ -21,7 +21,7 @@ from reframe.api.deps import (
 from reframe.api.errors import error_responses
 from reframe.api.presenters import job_public
 from reframe.api.routes.me import balance_out
-from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
+from reframe.api.schemas import MAX_PAGE_OFFSET, JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
 from reframe.jobs.progress import ProgressStore, overlay_live
 from reframe.services import jobs, ownership
@@ -170,7 +170,7 @@ def list_jobs(
     storage: StorageDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
 ) -> Page[JobPublic]:
     rows, total = jobs.list_jobs(session, account, limit=limit, offset=offset)
     return Page[JobPublic](

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
 from reframe.api.errors import error_responses
 from reframe.api.presenters import project_public
-from reframe.api.schemas import DownloadOut, Page, ProjectPublic, ShareOut
+from reframe.api.schemas import MAX_PAGE_OFFSET, DownloadOut, Page, ProjectPublic, ShareOut
 from reframe.config import Settings
 from reframe.db.models import Project, Share
 from reframe.services import ownership, projects, shares
@@ -46,7 +46,7 @@ def list_projects(
     session: SessionDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
 ) -> Page[ProjectPublic]:
     rows, total = projects.list_projects(session, account, limit=limit, offset=offset)
     items = []

@@ -23,14 +23,12 @@ router = APIRouter(prefix="/share", tags=["share"])
 def read_share(
     token: str, session: SessionDep, storage: StorageDep, settings: SettingsDep
 ) -> SharedProject:
-    project = shares.shared_project(session, token)
+    share = shares.live_share(session, token)
+    project = share.project
     files = []
     for f in project.files:
         # Only verified inputs and finished outputs: pending or rejected uploads hold no video.
         if f.status is not FileStatus.READY:
             continue
-        url = storage.presign_download(
-            f.storage_key, settings.download_url_ttl_sec, filename=f.filename
-        )
-        files.append(shared_file(f, url))
+        files.append(shared_file(f, shares.file_url(storage, settings, share, f)))
     return SharedProject(name=project.name, created_at=project.created_at, files=files)

@@ -12,7 +12,6 @@ there so this router carries no global state.
 
 from __future__ import annotations
 
-import mimetypes
 from typing import Annotated
 
 import anyio.to_thread
@@ -20,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from reframe.errors import Forbidden, NotFound, ReframeError, TooLarge
+from reframe.storage.base import served_content_type
 from reframe.storage.local import LocalStorage
 
 router = APIRouter(prefix="/storage", tags=["storage"])
@@ -108,16 +108,36 @@ async def put_object(key: str, request: Request, storage: LocalStorageDep) -> Re
 async def get_object(key: str, request: Request, storage: LocalStorageDep) -> Response:
     try:
         grant = storage.verify(request.method, key, request.query_params)
+        if grant.bound_to is not None and not await anyio.to_thread.run_sync(
+            _share_is_live, request, grant.bound_to
+        ):
+            raise Forbidden(
+                "the share link that issued this URL was revoked; ask its owner for a new link"
+            )
         path = storage.path_for(key)
         if not path.is_file():
             raise NotFound(f"no object is stored under {key!r}")
     except ReframeError as exc:
         return _error(exc)
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    # These bytes come from a client and are served on the API's own origin, so the response
+    # can only be a download or a video: the type is the one the app verified (never guessed
+    # from the key), browsers may not sniff another, and a document opened from it anyway
+    # runs sandboxed, without the origin's cookies or scripts.
     # FileResponse answers Range requests (206 / 416), which browsers need to seek in a video.
     return FileResponse(
         path,
-        media_type=media_type,
-        filename=grant.filename,
-        content_disposition_type="attachment",
+        media_type=served_content_type(grant.content_type, key),
+        filename=grant.filename or path.name,
+        content_disposition_type="inline" if grant.inline else "attachment",
+        headers=_INERT_HEADERS,
     )
+
+
+_INERT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+
+
+def _share_is_live(request: Request, share_id: str) -> bool:
+    from reframe.services import shares
+
+    with request.app.state.read_sessionmaker() as session:
+        return shares.is_live(session, share_id)
