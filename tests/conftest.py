@@ -16,8 +16,19 @@ pytest_plugins = [
 ]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _order(item: pytest.Item) -> int:
     # A service started as users start it (`scripts/run`) brings a local Ray whose job agent
     # needs a fixed port (reframe.cli.serve.RAY_AGENT_PORT); the session's shared Ray
     # (tests/fixtures/ray.py) would hold it once started, so those tests go first.
-    items.sort(key=lambda item: item.get_closest_marker("own_ray") is None)
+    if item.get_closest_marker("own_ray") is not None:
+        return 0
+    # Playwright's sync API leaves an asyncio loop running on the main thread for the rest of
+    # the session (its session-scoped fixture), where asyncio.run() and Ray Serve's blocking
+    # handle calls then refuse to work: the browser tests go last.
+    if item.get_closest_marker("browser") is not None:
+        return 2
+    return 1
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_order)

@@ -61,7 +61,7 @@ class JobLifecycle:
         *,
         bus: EventBus | None = None,
         progress: ProgressStore | None = None,
-        db_progress_interval_sec: float = 2.0,
+        db_progress_interval_sec: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions

@@ -188,3 +188,23 @@ def test_bf16_stays_within_45_db_of_fp32(rife_weights: Path, rife: Interpolator)
     db = psnr(out, ref)
     print(f"bf16 vs fp32: {db:.2f} dB")
     assert db >= 45.0
+
+
+def test_the_forward_batch_fits_the_memory_budget_on_cpu_only() -> None:
+    from reframe.engine.inference import (
+        CPU_FORWARD_BUDGET_BYTES,
+        cpu_peak_bytes,
+        default_max_batch,
+        forward_bytes_per_frame,
+    )
+
+    # 720p: two frames per pass fit the budget, three do not; 1080p and 4K take one.
+    assert default_max_batch(1280, 720, "cpu") == 2
+    assert 3 * forward_bytes_per_frame(1280, 720) > CPU_FORWARD_BUDGET_BYTES
+    assert default_max_batch(1920, 1080, "cpu") == 1
+    assert default_max_batch(3840, 2160, "cpu") == 1
+    assert default_max_batch(320, 180, "cpu") == 8
+    # What the measured model predicts for a 720p CPU process (measured: ~1.6-1.8 GiB).
+    assert 1.5 * 2**30 < cpu_peak_bytes(1280, 720) < 2.0 * 2**30
+    # A GPU takes the render core's whole batch at once.
+    assert default_max_batch(1280, 720, "cuda") == 8

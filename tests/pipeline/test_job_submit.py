@@ -3,95 +3,24 @@ cluster with token authentication, chosen explicitly (never inherited from ~/.ra
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cluster import BIN, ROOT, ray_head
 from tests.fixtures.media import make_clip
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def head(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A private `ray start --head --block`; returns (dashboard URL, client environment)."""
-    token = secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        "REFRAME_DATA_DIR": str(tmp_path / "data"),
-    }
-    dashboard = free_port()
-    temp_dir = Path("/tmp") / f"rf-{secrets.token_hex(3)}"  # unix sockets need a short path
-    process = subprocess.Popen(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--block",
-            f"--port={free_port()}",
-            "--num-cpus=2",
-            "--num-gpus=0",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            # The test session's own Ray (tests/fixtures/ray.py) already holds the default
-            # agent ports; a second head on them starts no job agent ("No available agent").
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--temp-dir={temp_dir}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                [str(BIN / "ray"), "job", "list", "--address", url],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if probe.returncode == 0:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail("the Ray head did not come up within 60 s")
-        yield url, env
-    finally:
-        # `--block` tears its Ray processes down when it is told to stop; the process group
-        # is ours alone (start_new_session), so nobody else's Ray is touched.
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+    """A private Ray head with token authentication; returns (dashboard URL, client env)."""
+    with ray_head(tmp_path, auth_token=secrets.token_hex(16)) as cluster:
+        assert cluster.dashboard_url is not None
+        yield cluster.dashboard_url, {**cluster.env, "REFRAME_DATA_DIR": str(tmp_path / "data")}
 
 
 @pytest.mark.ray

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from reframe.pipeline.progress import ChunkReporter, ProgressHub, ProgressMonitor
@@ -57,3 +58,31 @@ def test_the_monitor_adds_finished_chunks_to_frames_in_flight() -> None:
     monitor.finish(2, 30)
     assert reports == [(15, 100, 0, 3), (40, 100, 1, 3), (67, 100, 1, 3), (70, 100, 2, 3),
                        (100, 100, 3, 3)]  # fmt: skip
+
+
+def test_an_actor_given_a_gpu_on_a_node_without_cuda_fails_for_the_operator() -> None:
+    """Never a silent CPU render: the error names the node and what to install, and is not a
+    ReframeError, so the job is retried (another node may be fine) before it is refunded."""
+    import pytest
+    import torch
+
+    from reframe.errors import ReframeError
+    from reframe.pipeline.actors import ChunkRenderer, EngineOptions, GpuUnavailable, WorkerConfig
+    from reframe.storage import StorageConfig
+
+    if torch.cuda.is_available():  # pragma: no cover - a machine with CUDA cannot show this
+        pytest.skip("this machine has CUDA")
+    storage = StorageConfig("local", Path("/nonexistent"), "http://127.0.0.1:1", "b", None, "r")
+    worker = WorkerConfig(storage=storage, model_dir=Path("/nonexistent"))
+    wants_gpu = EngineOptions(device="cuda", precision="fp16", threads=1)
+    with pytest.raises(GpuUnavailable, match=r"torch\.cuda\.is_available\(\) is False") as info:
+        ChunkRenderer._engine_options(wants_gpu, worker)
+    assert "CUDA build of torch" in str(info.value)
+    assert not isinstance(info.value, ReframeError)
+    # Only a test cluster's explicit setting lets it fall back, in fp32.
+    fallback = ChunkRenderer._engine_options(
+        wants_gpu, WorkerConfig(storage=storage, model_dir=Path("/x"), allow_cpu_fallback=True)
+    )
+    assert (fallback.device, fallback.precision) == ("cpu", "fp32")
+    on_cpu = EngineOptions(device="cpu")
+    assert ChunkRenderer._engine_options(on_cpu, worker) is on_cpu
