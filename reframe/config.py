@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A well-known value so that a development install works out of the box; `Settings` refuses
@@ -26,6 +26,34 @@ def _default_model_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("reframe")) / "models"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (an editable install), or None.
+
+    A checkout is recognised by the files `scripts/run` needs beside the package; an installed
+    wheel lives in site-packages, where they are not.
+    """
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "scripts" / "run").is_file():
+        return root
+    return None
+
+
+def default_home() -> Path:
+    """Where the service keeps its data when REFRAME_HOME is unset.
+
+    The checkout's `var/` when running from one (where `scripts/run` puts it), else the user's
+    data directory. Never the working directory: an operator command run from elsewhere must
+    find the same database as the running service, not create an empty one beside it.
+    """
+    root = checkout_root()
+    if root is not None:
+        return root / "var"
+    # Imported lazily: platformdirs reads the environment, which must not happen at import.
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("reframe"))
 
 
 def _is_loopback_url(url: str) -> bool:
@@ -59,10 +87,17 @@ def _default_credit_packs() -> list[CreditPack]:
 class Settings(BaseSettings):
     """Every knob of the service. Field names map to `REFRAME_<NAME>` variables."""
 
-    model_config = SettingsConfigDict(env_prefix="REFRAME_", extra="ignore")
+    # populate_by_name: code passes `data_dir=...` while the environment says REFRAME_HOME.
+    model_config = SettingsConfigDict(env_prefix="REFRAME_", extra="ignore", populate_by_name=True)
 
     env: Literal["development", "production"] = "development"
-    data_dir: Path = Path("var")
+    # The service's home: the SQLite database, local storage and metrics files. REFRAME_HOME,
+    # or the older REFRAME_DATA_DIR; default `default_home()`. Always absolute once read, so a
+    # child process (a Ray worker, a render driver) with another working directory agrees.
+    data_dir: Path = Field(
+        default_factory=default_home,
+        validation_alias=AliasChoices("REFRAME_HOME", "REFRAME_DATA_DIR", "data_dir"),
+    )
 
     # Persistence: SQLite under data_dir when unset; any SQLAlchemy URL otherwise
     # (postgresql+psycopg://user@host/db in production).
@@ -151,6 +186,22 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default_factory=_default_model_dir)
     rife_weights: Path | None = None  # offline override for the RIFE 4.26 state dict
 
+    # Operations (reframe.logs, reframe.metrics). `auto` logs text to a terminal and JSON
+    # lines anywhere else (Ray's log files, a container's stdout, a pipe to a shipper).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # prometheus-client's multiprocess directory, shared by the API replicas and the
+    # dispatcher on one machine; default <data_dir>/metrics.
+    metrics_dir: Path | None = None
+    # When set, GET /metrics wants `Authorization: Bearer <token>` (Prometheus'
+    # `authorization` / `bearer_token_file`); unset, it answers anyone who can reach it.
+    metrics_token: str | None = None
+
+    @field_validator("data_dir", "storage_dir", "metrics_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         exposed = self.env == "production" or not _is_loopback_url(self.public_base_url)
@@ -174,6 +225,23 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_dir(self) -> Path:
         return (self.storage_dir or self.data_dir / "storage").resolve()
+
+    @property
+    def resolved_metrics_dir(self) -> Path:
+        return self.metrics_dir or self.data_dir / "metrics"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redaction filter (reframe.logs)."""
+        values = [self.secret_key, self.s3_secret_access_key, self.metrics_token]
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(self.resolved_database_url).password
+        except ArgumentError:  # an unparsable URL fails elsewhere, with its own message
+            password = None
+        values.append(str(password) if password else None)
+        return [v for v in values if v]
 
 
 def get_settings() -> Settings:

@@ -6,6 +6,7 @@ module reads no settings and opens no database.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,10 +29,17 @@ class ReframeAPI:
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         from reframe.config import Settings
         from reframe.db import migrate
+        from reframe.logs import configure_logging
         from reframe.sched import prefer_this_process
 
         # Explicit values from the launcher win; anything unset falls back to REFRAME_* env.
         self._settings = Settings(**(settings or {}))
+        configure_logging(
+            "api",
+            fmt=self._settings.log_format,
+            level=self._settings.log_level,
+            secrets=self._settings.secret_values(),
+        )
         if self._settings.process_priority:
             # Polls must not queue behind renders sharing this machine (see reframe.sched).
             prefer_this_process()
@@ -49,9 +57,19 @@ def application(settings: dict[str, Any] | None = None) -> Application:
     # Without explicit values (`serve run serve_app:app`) the Settings default applies, read
     # from the class rather than the environment: this runs at import of serve_app.
     from reframe.config import Settings
+    from reframe.metrics import multiprocess_env
 
     default = Settings.model_fields["api_replicas"].default
     replicas = int((settings or {}).get("api_replicas") or default)
-    deployment = ReframeAPI.options(num_replicas=replicas)  # type: ignore[attr-defined]
+    options: dict[str, Any] = {"num_cpus": REPLICA_NUM_CPUS}
+    if settings and settings.get("data_dir"):
+        # Each replica writes its request metrics to the service's multiprocess directory, set
+        # in its environment before it starts: prometheus-client reads it once, at import
+        # (reframe.metrics). `serve run` without settings keeps them per replica.
+        metrics_dir = Path(settings.get("metrics_dir") or Path(settings["data_dir"]) / "metrics")
+        options["runtime_env"] = {"env_vars": multiprocess_env(metrics_dir)}
+    deployment = ReframeAPI.options(  # type: ignore[attr-defined]
+        num_replicas=replicas, ray_actor_options=options
+    )
     app: Application = deployment.bind(settings)
     return app

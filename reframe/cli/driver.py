@@ -29,6 +29,8 @@ from reframe.options import (
 if TYPE_CHECKING:
     from reframe.config import Settings
 
+log = logging.getLogger(__name__)
+
 
 def add_address_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -121,10 +123,17 @@ def render_job(args: argparse.Namespace, settings: Settings, options: RenderOpti
     sessions = make_sessionmaker(engine)
 
     def render(job: Job, progress: ProgressFn) -> str:
+        log.info("render started: %s -> %d fps", job.input_file.storage_key, job.target_fps)
         file_id, result = render_stored_job(
             job, progress, storage=storage, sessions=sessions, worker=worker, options=options
         )
-        print(f"job {job.id}: output file {file_id}, {result.frames} frames")
+        log.info(
+            "render finished: output file %s, %d frames in %.1f s (%.1f s to the first chunk)",
+            file_id,
+            result.frames,
+            result.seconds,
+            result.startup_seconds,
+        )
         return file_id
 
     try:
@@ -161,12 +170,18 @@ def main(
     lower_priority: bool = False,
 ) -> int:
     from reframe.config import Settings
+    from reframe.logs import bound, configure_logging
     from reframe.pipeline.cluster import connect_ray
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = settings or Settings()
+        configure_logging(
+            "driver",
+            fmt=settings.log_format,
+            level=settings.log_level,
+            secrets=settings.secret_values(),
+        )
         options = options_from_args(args)  # refused before connecting, not after
         if not args.job_id:
             check_file_request(args)
@@ -177,7 +192,10 @@ def main(
         started = connect_ray(args.address)
         try:
             if args.job_id:
-                return render_job(args, settings, options)
+                # Every line of this process, and of the actors its render spec reaches
+                # (reframe.pipeline.actors), names the job and the attempt.
+                with bound(job_id=args.job_id, attempt=args.attempt):
+                    return render_job(args, settings, options)
             return render_file(args, settings, options)
         finally:
             if started:

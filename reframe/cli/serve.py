@@ -114,11 +114,14 @@ def start_service(
     from ray import serve
 
     from reframe.db import migrate
+    from reframe.metrics import reset_multiprocess_dir
     from reframe.sched import available_cpus
     from reframe.serving import application
 
     migrate(settings.resolved_database_url)
     settings.resolved_storage_dir.mkdir(parents=True, exist_ok=True)
+    # Before the replicas and the dispatcher start writing there (reframe.metrics).
+    reset_multiprocess_dir(settings.resolved_metrics_dir)
     started_ray = False
     if not ray.is_initialized():
         # Ray Serve's HAProxy ingress and its throughput mode: measured here at 100 polls/s,
@@ -169,9 +172,19 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from reframe.cli._db import describe_database
+    from reframe.logs import configure_logging
+
     settings = settings_for(args.host, args.port)
+    configure_logging(
+        "serve",
+        fmt=settings.log_format,
+        level=settings.log_level,
+        secrets=settings.secret_values(),
+    )
     service = start_service(settings, args.host, args.port)
     print(f"Reframe API listening on {service.url}  (docs: {service.url}/docs)")
+    print(f"Data: {settings.data_dir}  (database {describe_database(settings)})")
     print("Create an account and its API key in another terminal:")
     print("  reframe accounts create --email you@example.com")
     print(f'Then: curl -s {service.url}/me -H "Authorization: Bearer <your_api_key>"')

@@ -44,10 +44,19 @@ class DispatcherActor:
         from reframe.jobs.events import event_bus
         from reframe.jobs.launchers import RayJobLauncher, RenderLauncher, SubprocessLauncher
         from reframe.jobs.lifecycle import JobLifecycle
+        from reframe.jobs.metrics import RenderObserver
         from reframe.jobs.progress import progress_store
         from reframe.jobs.webhooks import WebhookSender
+        from reframe.logs import configure_logging
+        from reframe.metrics import ProcessMetrics
 
         settings = Settings(**settings_values)
+        configure_logging(
+            "dispatcher",
+            fmt=settings.log_format,
+            level=settings.log_level,
+            secrets=settings.secret_values(),
+        )
         self._engine = make_engine(settings.resolved_database_url)
         sessions = make_sessionmaker(self._engine)
         bus = event_bus(settings)
@@ -64,8 +73,11 @@ class DispatcherActor:
             launcher = SubprocessLauncher(
                 settings, extra_env={"RAY_ADDRESS": gcs, "RAY_AUTH_MODE": ray_auth_mode}
             )
+        # Render histograms go to the multiprocess directory this actor was started with
+        # (start_dispatcher), where the API's scrape finds them (reframe.metrics).
+        observer = RenderObserver(sessions, ProcessMetrics())
         self.dispatcher = Dispatcher.from_settings(
-            sessions, launcher, settings, capacity=capacity, lifecycle=lifecycle
+            sessions, launcher, settings, capacity=capacity, lifecycle=lifecycle, on_done=observer
         )
         self._stop = threading.Event()
         self._wake = bus.subscribe()
@@ -109,6 +121,8 @@ def start_dispatcher(settings: Settings, *, use_ray_jobs: bool = True) -> Callab
     import ray
     from ray._private.worker import get_dashboard_url
 
+    from reframe.metrics import multiprocess_env
+
     capacity = settings.max_concurrent_renders or default_capacity(ray.cluster_resources())  # type: ignore[no-untyped-call]
     address = None
     if use_ray_jobs:
@@ -129,7 +143,12 @@ def start_dispatcher(settings: Settings, *, use_ray_jobs: bool = True) -> Callab
         num_cpus=0,
         max_restarts=-1,
         max_concurrency=4,
-        runtime_env={"env_vars": {"RAY_AUTH_MODE": auth_mode}},
+        runtime_env={
+            "env_vars": {
+                "RAY_AUTH_MODE": auth_mode,
+                **multiprocess_env(settings.resolved_metrics_dir),
+            }
+        },
     ).remote(
         settings.model_dump(mode="json"),
         capacity=capacity,

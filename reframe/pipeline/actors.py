@@ -10,6 +10,7 @@ key per chunk.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reframe.errors import RenderError
+from reframe.logs import LogSetup
 from reframe.pipeline.plan import Chunk
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from reframe.storage import Storage, StorageConfig
     from reframe.video.decode import ColorInfo
     from reframe.video.encode import EncodeOptions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class RenderSpec:
     segment_prefix: str
     segment_suffix: str = ".mp4"
     metric_tags: dict[str, str] = field(default_factory=dict)
+    # How the driver that built the spec logs, with its job and attempt: actors log the same
+    # way, so their lines can be followed with the job's (reframe.logs).
+    logging: LogSetup = field(default_factory=LogSetup.current)
 
     def segment_key(self, chunk_index: int) -> str:
         return f"{self.segment_prefix}/{chunk_index:05d}{self.segment_suffix}"
@@ -105,6 +112,7 @@ class ChunkRenderer:
         from reframe.engine.weights import resolve_weights
         from reframe.sched import yield_to_the_api
 
+        spec.logging.apply("actor")
         worker = spec.worker
         if worker.lower_priority:
             # Before torch starts its threads, so they inherit it (see reframe.sched).
@@ -181,6 +189,9 @@ class ChunkRenderer:
         local.unlink()
         seconds = time.perf_counter() - started
         self._metrics.record(chunk.output_frames, seconds)
+        log.info(
+            "chunk %d rendered: %d frames in %.2f s", chunk.index, chunk.output_frames, seconds
+        )
         return {
             "index": chunk.index,
             "segment_key": key,
