@@ -33,7 +33,7 @@ from reframe.jobs.lifecycle import JobLifecycle
 from reframe.services import ledger, web_auth
 from tests.fixtures.app import ApiHarness, auth
 from tests.fixtures.db import TestDatabase
-from tests.jobs.factories import account_with_credit, accepted_job
+from tests.jobs.factories import accepted_job, account_with_credit
 from tests.web.test_auth import form_token
 
 REASON = "chargeback filed on 2026-12-01"
