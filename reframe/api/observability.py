@@ -33,16 +33,33 @@ _HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 
 def route_template(app: FastAPI, scope: Scope) -> str:
     """The template of the route that served (or would have served) this request."""
-    route = scope.get("route")
-    if route is None:
-        # Answered before routing (a 429 from the rate limiter): find the route it was for.
-        for candidate in app.router.routes:
-            match, _ = candidate.matches(scope)
-            if match is Match.FULL:
-                route = candidate
-                break
-    path = getattr(route, "path", None)
-    return str(path) if path else UNMATCHED_ROUTE
+    path = getattr(scope.get("route"), "path", None)
+    if path:
+        return str(path)
+    # Answered before routing (a 429 from the rate limiter): find the route it was for.
+    for candidate in app.router.routes:
+        match, _ = candidate.matches(scope)
+        if match is not Match.FULL:
+            continue
+        if getattr(candidate, "path", None):
+            return str(candidate.path)  # type: ignore[attr-defined]
+        return _included_route_template(candidate, scope) or UNMATCHED_ROUTE
+    return UNMATCHED_ROUTE
+
+
+def _included_route_template(router: object, scope: Scope) -> str | None:
+    # FastAPI keeps an included router's routes inside it, each with its full template and
+    # regex; only its own routing reads them, so they are looked up defensively here.
+    contexts = getattr(router, "effective_route_contexts", None)
+    if contexts is None:
+        return None
+    path, method = str(scope.get("path", "")), str(scope.get("method", ""))
+    for context in contexts():
+        regex = getattr(context, "path_regex", None)
+        methods = getattr(context, "methods", None) or set()
+        if regex is not None and regex.match(path) and (not methods or method in methods):
+            return str(context.path_format)
+    return None
 
 
 class ObservabilityMiddleware:
