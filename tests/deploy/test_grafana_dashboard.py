@@ -98,7 +98,7 @@ def test_every_dashboard_expression_reads_exported_metrics(
 
 
 def test_every_exported_family_is_on_the_dashboard(exported: tuple[set[str], set[str]]) -> None:
-    samples, families = exported
+    _, families = exported
     used = {name for _, expr in dashboard_exprs() for name in metric_names(expr)}
     shown = {f for f in families if any(u == f or u.startswith(f + "_") for u in used)}
     assert families - shown == set()
