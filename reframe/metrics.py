@@ -22,6 +22,7 @@ in memory; its scrape shows them together with any files the directory holds.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -78,6 +79,10 @@ class ProcessMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
+        if multiprocess_active():
+            # A process started outside `reframe serve` (a test, `serve run`) finds no
+            # directory yet; every metric below opens its file there at once.
+            Path(os.environ[MULTIPROCESS_ENV]).mkdir(parents=True, exist_ok=True)
         self.registry = registry if registry is not None else CollectorRegistry()
         labels = ("method", "route", "status")
         self.http_requests = Counter(

@@ -75,7 +75,12 @@ class DispatcherActor:
             )
         # Render histograms go to the multiprocess directory this actor was started with
         # (start_dispatcher), where the API's scrape finds them (reframe.metrics).
-        observer = RenderObserver(sessions, ProcessMetrics())
+        observer: RenderObserver | None
+        try:
+            observer = RenderObserver(sessions, ProcessMetrics())
+        except OSError:  # an unwritable directory costs the histograms, never the renders
+            log.exception("render metrics are off: the multiprocess directory is unusable")
+            observer = None
         self.dispatcher = Dispatcher.from_settings(
             sessions, launcher, settings, capacity=capacity, lifecycle=lifecycle, on_done=observer
         )

@@ -57,7 +57,6 @@ def test_a_real_render_is_counted_in_metrics_and_traceable_in_logs(
         log_format="json",
         render_chunk_frames=16,
     )
-    settings.resolved_metrics_dir.mkdir(parents=True)
     api_log = io.StringIO()
     handler = configure_logging("api", fmt="json", stream=api_log, secrets=settings.secret_values())
     trace = f"trace-{uuid.uuid4().hex}"
