@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from reframe.logs import LogSetup
 
 # A well-known value so that a development install works out of the box; `Settings` refuses
 # it as soon as the service is reachable from anywhere but this machine.
@@ -229,6 +232,12 @@ class Settings(BaseSettings):
     @property
     def resolved_metrics_dir(self) -> Path:
         return self.metrics_dir or self.data_dir / "metrics"
+
+    def log_setup(self) -> LogSetup:
+        """How this service's processes log (reframe.logs): `settings.log_setup().apply(name)`."""
+        from reframe.logs import LogSetup
+
+        return LogSetup(self.log_format, self.log_level, {}, tuple(self.secret_values()))
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redaction filter (reframe.logs)."""

@@ -29,17 +29,11 @@ class ReframeAPI:
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         from reframe.config import Settings
         from reframe.db import migrate
-        from reframe.logs import configure_logging
         from reframe.sched import prefer_this_process
 
         # Explicit values from the launcher win; anything unset falls back to REFRAME_* env.
         self._settings = Settings(**(settings or {}))
-        configure_logging(
-            "api",
-            fmt=self._settings.log_format,
-            level=self._settings.log_level,
-            secrets=self._settings.secret_values(),
-        )
+        self._settings.log_setup().apply("api")
         if self._settings.process_priority:
             # Polls must not queue behind renders sharing this machine (see reframe.sched).
             prefer_this_process()

@@ -170,18 +170,13 @@ def main(
     lower_priority: bool = False,
 ) -> int:
     from reframe.config import Settings
-    from reframe.logs import bound, configure_logging
+    from reframe.logs import bound
     from reframe.pipeline.cluster import connect_ray
 
     args = build_parser().parse_args(argv)
     try:
         settings = settings or Settings()
-        configure_logging(
-            "driver",
-            fmt=settings.log_format,
-            level=settings.log_level,
-            secrets=settings.secret_values(),
-        )
+        settings.log_setup().apply("driver")
         options = options_from_args(args)  # refused before connecting, not after
         if not args.job_id:
             check_file_request(args)

@@ -38,35 +38,26 @@ def register(subparsers: Any) -> None:
     show.add_argument("--json", action="store_true", help="print a JSON object")
     show.set_defaults(handler=_show)
 
-    fail = sub.add_parser(
+    _add_action(
+        sub,
         "fail",
-        help="fail a job that has not ended, refunding it in full (audited)",
-        description=(
-            "Fail a queued or running job through the job lifecycle: it ends `failed`, its "
-            "charge is refunded in full, and a running render is stopped by its dispatcher. "
-            "The reason is shown to the job's owner (in its error and events) and kept in the "
-            "audit log. A job that already failed is left alone."
-        ),
+        _fail,
+        "fail a job that has not ended, refunding it in full (audited)",
+        "Fail a queued or running job through the job lifecycle: it ends `failed`, its charge "
+        "is refunded in full, and a running render is stopped by its dispatcher. The reason is "
+        "shown to the job's owner (in its error and events) and kept in the audit log. A job "
+        "that already failed is left alone.",
     )
-    fail.add_argument("job_id", metavar="JOB")
-    fail.add_argument("--reason", required=True, help="why; shown to the job's owner")
-    add_operator_argument(fail)
-    fail.set_defaults(handler=_fail)
-
-    refund = sub.add_parser(
+    _add_action(
+        sub,
         "refund",
-        help="refund what is left of an ended job's charge (audited)",
-        description=(
-            "Give back the xeconds of an ended job (done, or cancelled with a partial refund) "
-            "that were not refunded yet, to the pool it was paid from. The reason lands in the "
-            "ledger note, the job's events (its owner reads them) and the audit log. Nothing "
-            "happens when nothing is left to refund."
-        ),
+        _refund,
+        "refund what is left of an ended job's charge (audited)",
+        "Give back the xeconds of an ended job (done, or cancelled with a partial refund) that "
+        "were not refunded yet, to the pool it was paid from. The reason lands in the ledger "
+        "note, the job's events (its owner reads them) and the audit log. Nothing happens when "
+        "nothing is left to refund.",
     )
-    refund.add_argument("job_id", metavar="JOB")
-    refund.add_argument("--reason", required=True, help="why; shown to the job's owner")
-    add_operator_argument(refund)
-    refund.set_defaults(handler=_refund)
 
     ledger = subparsers.add_parser("ledger", help="an account's credit ledger (operator)")
     lsub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
@@ -74,6 +65,14 @@ def register(subparsers: Any) -> None:
     lshow.add_argument("--email", required=True)
     lshow.add_argument("--json", action="store_true", help="print a JSON object")
     lshow.set_defaults(handler=_ledger)
+
+
+def _add_action(sub: Any, name: str, handler: Any, summary: str, description: str) -> None:
+    action = sub.add_parser(name, help=summary, description=description)
+    action.add_argument("job_id", metavar="JOB")
+    action.add_argument("--reason", required=True, help="why; shown to the job's owner")
+    add_operator_argument(action)
+    action.set_defaults(handler=handler)
 
 
 def _job_row(job: Job, email: str) -> dict[str, Any]:

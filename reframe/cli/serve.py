@@ -173,15 +173,9 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from reframe.cli._db import describe_database
-    from reframe.logs import configure_logging
 
     settings = settings_for(args.host, args.port)
-    configure_logging(
-        "serve",
-        fmt=settings.log_format,
-        level=settings.log_level,
-        secrets=settings.secret_values(),
-    )
+    settings.log_setup().apply("serve")
     service = start_service(settings, args.host, args.port)
     print(f"Reframe API listening on {service.url}  (docs: {service.url}/docs)")
     print(f"Data: {settings.data_dir}  (database {describe_database(settings)})")

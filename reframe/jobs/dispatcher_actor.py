@@ -47,16 +47,10 @@ class DispatcherActor:
         from reframe.jobs.metrics import RenderObserver
         from reframe.jobs.progress import progress_store
         from reframe.jobs.webhooks import WebhookSender
-        from reframe.logs import configure_logging
         from reframe.metrics import ProcessMetrics
 
         settings = Settings(**settings_values)
-        configure_logging(
-            "dispatcher",
-            fmt=settings.log_format,
-            level=settings.log_level,
-            secrets=settings.secret_values(),
-        )
+        settings.log_setup().apply("dispatcher")
         self._engine = make_engine(settings.resolved_database_url)
         sessions = make_sessionmaker(self._engine)
         bus = event_bus(settings)

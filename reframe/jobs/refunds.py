@@ -43,16 +43,7 @@ def refund(session: Session, job: Job, amount: int, note: str) -> int:
     if amount <= 0 or job.refunded_xeconds > 0:
         return 0
     try:
-        with session.begin_nested():
-            ledger.append(
-                session,
-                job.account_id,
-                pool=job.payment_kind,
-                delta=amount,
-                reason=LedgerReason.JOB_REFUND,
-                job_id=job.id,
-                note=note,
-            )
+        _give_back(session, job, amount, LedgerReason.JOB_REFUND, note)
     except IntegrityError:
         # Another transaction refunded this job first; the constraint kept it to one.
         session.refresh(job)
@@ -74,15 +65,21 @@ def refund_rest(session: Session, job: Job, note: str) -> int:
         return 0
     if job.refunded_xeconds == 0:
         return refund(session, job, due, note)
+    _give_back(session, job, due, LedgerReason.ADJUSTMENT, note)
+    job.refunded_xeconds += due
+    return due
+
+
+def _give_back(session: Session, job: Job, amount: int, reason: LedgerReason, note: str) -> None:
+    # In a savepoint: a duplicate refused by the (job_id, reason) constraint leaves the
+    # caller's transaction usable.
     with session.begin_nested():
         ledger.append(
             session,
             job.account_id,
             pool=job.payment_kind,
-            delta=due,
-            reason=LedgerReason.ADJUSTMENT,
+            delta=amount,
+            reason=reason,
             job_id=job.id,
             note=note,
         )
-    job.refunded_xeconds += due
-    return due

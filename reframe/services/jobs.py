@@ -27,6 +27,7 @@ from reframe.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class AcceptedJob:
     job: Job

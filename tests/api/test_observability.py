@@ -121,27 +121,18 @@ def test_job_and_money_counters_come_from_the_database(api_factory: ApiFactory) 
         old.created_at = utcnow() - timedelta(minutes=10)
         delivery = session.query(WebhookDelivery).filter_by(job_id=free).first()
         assert delivery is None  # acceptance itself sends no webhook
-        session.add(
-            WebhookDelivery(
-                job_id=free,
-                account_id=payer.id,
-                url="https://x.io/h",
-                payload={},
-                attempts=2,
-                next_attempt_at=None,
-                delivered_at=utcnow(),
+        for attempts, delivered_at in ((2, utcnow()), (6, None)):  # delivered; given up
+            session.add(
+                WebhookDelivery(
+                    job_id=free,
+                    account_id=payer.id,
+                    url="https://x.io/h",
+                    payload={},
+                    attempts=attempts,
+                    next_attempt_at=None,
+                    delivered_at=delivered_at,
+                )
             )
-        )
-        session.add(
-            WebhookDelivery(
-                job_id=free,
-                account_id=payer.id,
-                url="https://x.io/h",
-                payload={},
-                attempts=6,
-                next_attempt_at=None,
-            )
-        )
         session.commit()
 
     views = [scrape(first.client), scrape(second.client)]
