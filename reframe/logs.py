@@ -288,12 +288,14 @@ class LogSetup:
 
     @classmethod
     def current(cls) -> LogSetup:
-        """This process's setup and the context bound now (the render driver's job and attempt)."""
+        """This process's setup and the context bound now (the render driver's job and attempt),
+        to hand to another process: without the secret values, which must not travel (the
+        pipeline's actors get no secrets at all; the patterns still redact in their lines)."""
         handler = _installed_handler()
         if handler is None:
             return cls(context=current_context())
         setup: LogSetup = handler.reframe_setup  # type: ignore[attr-defined]
-        return cls(setup.format, setup.level, {**setup.context, **current_context()}, setup.secrets)
+        return cls(setup.format, setup.level, {**setup.context, **current_context()})
 
     def apply(self, component: str, *, stream: TextIO | None = None) -> logging.Handler:
         return configure_logging(

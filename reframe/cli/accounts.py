@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     accounts = subparsers.add_parser(
-        "accounts", help="create, list, disable and enable accounts, set studio passwords (operator)"
+        "accounts", help="create, list, disable, enable accounts; set passwords (operator)"
     )
     sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
 

@@ -94,7 +94,9 @@ def render_command(
 # A Ray job's runtime_env is shown in the Ray dashboard, so secrets do not travel in it: the
 # render driver reads them from its own environment (inherited from `reframe serve` on a local
 # cluster; set on the nodes of a real one, see cluster.yaml).
-SECRET_FIELDS = frozenset({"secret_key", "s3_access_key_id", "s3_secret_access_key"})
+SECRET_FIELDS = frozenset(
+    {"secret_key", "s3_access_key_id", "s3_secret_access_key", "metrics_token"}
+)
 
 
 def settings_env(settings: Settings, *, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
