@@ -138,6 +138,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(/(?:s|share)/)[A-Za-z0-9_\-]{12,}"), r"\1" + REDACTED),
 )
 
+# One pass that says whether any pattern could match: most strings of a line (level, logger,
+# an ordinary message) have no secret, and one search is much cheaper than every substitution.
+_ANY_PATTERN = re.compile(
+    "|".join(f"(?:{p.pattern.removeprefix('(?i)')})" for p, _ in _PATTERNS), re.IGNORECASE
+)
+
 # Shorter literal values are not replaced: they would match ordinary words.
 _MIN_LITERAL = 8
 
@@ -158,6 +164,8 @@ class Redactor:
         for literal in self._literals:
             if literal in text:
                 text = text.replace(literal, REDACTED)
+        if not _ANY_PATTERN.search(text):
+            return text
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text
