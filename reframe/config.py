@@ -9,13 +9,16 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reframe.errors import ReframeError
+
+if TYPE_CHECKING:
+    from reframe.logs import LogSetup
 
 # A well-known value so that a development install works out of the box; `Settings` refuses
 # it as soon as the service is reachable from anywhere but this machine.
@@ -90,6 +93,34 @@ def _default_model_dir() -> Path:
     return Path(user_cache_dir("reframe")) / "models"
 
 
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (an editable install), or None.
+
+    A checkout is recognised by the files `scripts/run` needs beside the package; an installed
+    wheel lives in site-packages, where they are not.
+    """
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "scripts" / "run").is_file():
+        return root
+    return None
+
+
+def default_home() -> Path:
+    """Where the service keeps its data when REFRAME_HOME is unset.
+
+    The checkout's `var/` when running from one (where `scripts/run` puts it), else the user's
+    data directory. Never the working directory: an operator command run from elsewhere must
+    find the same database as the running service, not create an empty one beside it.
+    """
+    root = checkout_root()
+    if root is not None:
+        return root / "var"
+    # Imported lazily: platformdirs reads the environment, which must not happen at import.
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("reframe"))
+
+
 def _is_loopback_url(url: str) -> bool:
     return is_loopback_host(urlparse(url).hostname or "")
 
@@ -115,10 +146,17 @@ def _default_credit_packs() -> list[CreditPack]:
 class Settings(BaseSettings):
     """Every knob of the service. Field names map to `REFRAME_<NAME>` variables."""
 
-    model_config = SettingsConfigDict(env_prefix="REFRAME_", extra="ignore")
+    # populate_by_name: code passes `data_dir=...` while the environment says REFRAME_HOME.
+    model_config = SettingsConfigDict(env_prefix="REFRAME_", extra="ignore", populate_by_name=True)
 
     env: Literal["development", "production"] = "development"
-    data_dir: Path = Path("var")
+    # The service's home: the SQLite database, local storage and metrics files. REFRAME_HOME,
+    # or the older REFRAME_DATA_DIR; default `default_home()`. Always absolute once read, so a
+    # child process (a Ray worker, a render driver) with another working directory agrees.
+    data_dir: Path = Field(
+        default_factory=default_home,
+        validation_alias=AliasChoices("REFRAME_HOME", "REFRAME_DATA_DIR", "data_dir"),
+    )
 
     # Persistence: SQLite under data_dir when unset; any SQLAlchemy URL otherwise
     # (postgresql+psycopg://user@host/db in production).
@@ -224,9 +262,30 @@ class Settings(BaseSettings):
     model_dir: Path = Field(default_factory=_default_model_dir)
     rife_weights: Path | None = None  # offline override for the RIFE 4.26 state dict
 
+    # Operations (reframe.logs, reframe.metrics). `auto` logs text to a terminal and JSON
+    # lines anywhere else (Ray's log files, a container's stdout, a pipe to a shipper).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # prometheus-client's multiprocess directory, shared by the API replicas and the
+    # dispatcher on one machine; default <data_dir>/metrics.
+    metrics_dir: Path | None = None
+    # When set, GET /metrics wants `Authorization: Bearer <token>` (Prometheus'
+    # `authorization` / `bearer_token_file`); unset, it answers anyone who can reach it.
+    metrics_token: str | None = None
+
+    @field_validator("data_dir", "storage_dir", "metrics_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def exposed(self) -> bool:
+        """Reachable from beyond this machine, or declared production."""
+        return self.env == "production" or not _is_loopback_url(self.public_base_url)
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        exposed = self.env == "production" or not _is_loopback_url(self.public_base_url)
+        exposed = self.exposed
         reason = weak_secret_reason(self.secret_key) if exposed else None
         if reason is not None:
             where = "in production" if self.env == "production" else "while the service is"
@@ -247,6 +306,29 @@ class Settings(BaseSettings):
     def resolved_storage_dir(self) -> Path:
         return (self.storage_dir or self.data_dir / "storage").resolve()
 
+    @property
+    def resolved_metrics_dir(self) -> Path:
+        return self.metrics_dir or self.data_dir / "metrics"
+
+    def log_setup(self) -> LogSetup:
+        """How this service's processes log (reframe.logs): `settings.log_setup().apply(name)`."""
+        from reframe.logs import LogSetup
+
+        return LogSetup(self.log_format, self.log_level, {}, tuple(self.secret_values()))
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redaction filter (reframe.logs)."""
+        values = [self.secret_key, self.s3_secret_access_key, self.metrics_token]
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            password = make_url(self.resolved_database_url).password
+        except ArgumentError:  # an unparsable URL fails elsewhere, with its own message
+            password = None
+        values.append(str(password) if password else None)
+        return [v for v in values if v]
+
 
 def get_settings() -> Settings:
     """Read settings from the environment of the calling process."""
@@ -256,7 +338,9 @@ def get_settings() -> Settings:
 # Settings that must never travel through Ray: not in a job's runtime_env (shown in the
 # dashboard), not in a deployment's or actor's arguments (kept in the GCS). Processes started
 # through Ray read them from their own environment or from REFRAME_SECRETS_DIR.
-SECRET_FIELDS = frozenset({"secret_key", "s3_access_key_id", "s3_secret_access_key"})
+SECRET_FIELDS = frozenset(
+    {"secret_key", "s3_access_key_id", "s3_secret_access_key", "metrics_token"}
+)
 # URLs are secrets only when they carry credentials (a PostgreSQL password, a Redis AUTH).
 _URL_FIELDS = ("database_url", "redis_url")
 SECRETS_DIR_ENV = "REFRAME_SECRETS_DIR"

@@ -50,6 +50,16 @@ class Forbidden(ReframeError):
     status_code = 403
 
 
+class AccountDisabled(Forbidden):
+    """The account was disabled by an operator (`reframe accounts disable`) (403)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This account is disabled by the operator of this service, so its API key and "
+            "studio sessions are refused. Contact the operator to have it enabled again."
+        )
+
+
 class NotFound(ReframeError):
     """Project, job, file, key or share token not found (404)."""
 

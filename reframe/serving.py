@@ -14,6 +14,7 @@ read those from their environment or REFRAME_SECRETS_DIR.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -51,6 +52,7 @@ class ReframeDispatcher:
         from reframe.jobs.runner import DispatcherRunner
 
         config = load_settings(settings)
+        config.log_setup().apply("dispatcher")
         migrate(config.resolved_database_url)
         self._runner = DispatcherRunner(config, launcher=launcher)
 
@@ -90,6 +92,7 @@ class ReframeAPI:
 
         # Explicit values from the launcher win; anything unset falls back to REFRAME_* env.
         self._settings = load_settings(settings)
+        self._settings.log_setup().apply("api")
         if self._settings.process_priority:
             # Polls must not queue behind renders sharing this machine (see reframe.sched).
             prefer_this_process()
@@ -102,13 +105,26 @@ class ReframeAPI:
         return build_app(self._settings)
 
 
-def _actor_options(num_cpus: float, secrets_dir: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {"num_cpus": num_cpus}
-    if secrets_dir:
-        from reframe.config import SECRETS_DIR_ENV
+def _actor_options(
+    num_cpus: float, settings: dict[str, Any] | None, secrets_dir: str | None
+) -> dict[str, Any]:
+    """Ray options of a replica: its CPUs, and the environment it must have before it starts
+    (paths only, never values that are secret)."""
+    from reframe.config import SECRETS_DIR_ENV
+    from reframe.metrics import multiprocess_env
 
-        # A path, not a secret: where this machine keeps the service's secret files.
-        options["runtime_env"] = {"env_vars": {SECRETS_DIR_ENV: secrets_dir}}
+    env: dict[str, str] = {}
+    if secrets_dir:
+        env[SECRETS_DIR_ENV] = secrets_dir  # where this machine keeps the secret files
+    if settings and settings.get("data_dir"):
+        # Each replica writes its request metrics to the service's multiprocess directory, set
+        # in its environment before it starts: prometheus-client reads it once, at import
+        # (reframe.metrics). `serve run` without settings keeps them per replica.
+        metrics_dir = Path(settings.get("metrics_dir") or Path(settings["data_dir"]) / "metrics")
+        env.update(multiprocess_env(metrics_dir))
+    options: dict[str, Any] = {"num_cpus": num_cpus}
+    if env:
+        options["runtime_env"] = {"env_vars": env}
     return options
 
 
@@ -119,7 +135,7 @@ def dispatcher_application(
     secrets_dir: str | None = None,
 ) -> Application:
     deployment = ReframeDispatcher.options(  # type: ignore[attr-defined]
-        ray_actor_options=_actor_options(0, secrets_dir)
+        ray_actor_options=_actor_options(0, settings, secrets_dir)
     )
     app: Application = deployment.bind(settings, launcher)
     return app
@@ -142,7 +158,8 @@ def application(
     default = Settings.model_fields["api_replicas"].default
     replicas = int((settings or {}).get("api_replicas") or default)
     deployment = ReframeAPI.options(  # type: ignore[attr-defined]
-        num_replicas=replicas, ray_actor_options=_actor_options(REPLICA_NUM_CPUS, secrets_dir)
+        num_replicas=replicas,
+        ray_actor_options=_actor_options(REPLICA_NUM_CPUS, settings, secrets_dir),
     )
     bound = (
         dispatcher_application(settings, launcher=launcher, secrets_dir=secrets_dir)

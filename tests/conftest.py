@@ -1,5 +1,7 @@
 """Shared fixtures. Each area keeps its own in tests/fixtures/<area>.py, registered here."""
 
+from collections.abc import Iterator
+
 import pytest
 
 pytest_plugins = [
@@ -32,3 +34,18 @@ def _order(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_order)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands run in-process configure the root logger, as an entry point should; the next
+    test must not inherit their handlers (which would write to its captured output)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)

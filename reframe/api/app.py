@@ -40,12 +40,15 @@ def create_app(
     """
     from reframe.api.errors import error_responses, install_error_handlers
     from reframe.api.middleware import RateLimitMiddleware
+    from reframe.api.observability import ObservabilityMiddleware
+    from reframe.api.observability import router as metrics_router
     from reframe.api.routes import jobs, me, pricing, projects, share, uploads
     from reframe.db.session import make_engine, make_sessionmaker
     from reframe.jobs.events import event_bus
     from reframe.jobs.lifecycle import JobLifecycle
     from reframe.jobs.progress import progress_store
     from reframe.jobs.ratelimit import RequestLimits
+    from reframe.metrics import ProcessMetrics
     from reframe.storage import build_storage
 
     settings = settings or get_settings()
@@ -76,12 +79,19 @@ def create_app(
     app.state.lifecycle = JobLifecycle(
         app.state.sessionmaker, bus=event_bus(settings), progress=app.state.progress
     )
-    app.add_middleware(RateLimitMiddleware, limits=RequestLimits.from_settings(settings))
+    app.state.metrics = ProcessMetrics()
+    app.add_middleware(
+        RateLimitMiddleware, limits=RequestLimits.from_settings(settings), metrics=app.state.metrics
+    )
+    # Added last, so it runs first: it sees the rate limiter's 429s, and binds the request id
+    # before anything logs.
+    app.add_middleware(ObservabilityMiddleware, api=app, metrics=app.state.metrics)
 
     install_error_handlers(app)
     for router in (me.router, pricing.router, uploads.router, jobs.router, projects.router):
         app.include_router(router)
     app.include_router(share.router)
+    app.include_router(metrics_router)
     if settings.storage_backend == "local":
         from reframe.api.routes.storage import router as storage_router
 

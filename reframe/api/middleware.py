@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -10,6 +11,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reframe.api.errors import rate_limited_response
 from reframe.errors import RateLimited
 from reframe.jobs.ratelimit import Kind, RequestLimits
+
+if TYPE_CHECKING:
+    from reframe.metrics import ProcessMetrics
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -30,9 +34,12 @@ class RateLimitMiddleware:
     task and a stream per request, which shows on a hot polling path.
     """
 
-    def __init__(self, app: ASGIApp, *, limits: RequestLimits) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limits: RequestLimits, metrics: ProcessMetrics | None = None
+    ) -> None:
         self.app = app
         self.limits = limits
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,6 +51,8 @@ class RateLimitMiddleware:
             # Awaited on the loop: a thread-pool hop per request cost more than the Redis call.
             await self.limits.acheck(_client_key(request), kind)
         except RateLimited as exc:
+            if self.metrics is not None:
+                self.metrics.rate_limit_refusals.labels(kind).inc()
             await rate_limited_response(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)

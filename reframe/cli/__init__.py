@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "reframe.cli.render",
     "reframe.cli.models",
     "reframe.cli.accounts",
+    "reframe.cli.jobs",
 )
 
 

@@ -1,7 +1,9 @@
-"""`reframe accounts create | list | set-password` and `reframe credits grant`: operator commands.
+"""`reframe accounts create | list | set-password | disable | enable` and `reframe credits grant`:
+operator commands.
 
-They work on the database named by REFRAME_DATABASE_URL (default: SQLite under REFRAME_DATA_DIR)
-and migrate it first, so they are usable before the service has ever started.
+They work on the service's database (REFRAME_DATABASE_URL, default SQLite under REFRAME_HOME,
+see reframe.cli._db), say which one, and migrate it first, so they are usable before the
+service has ever started. Disabling, enabling and grants are audited (reframe.services.audit).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     accounts = subparsers.add_parser(
-        "accounts", help="create, list and set studio passwords of accounts (operator)"
+        "accounts", help="create, list, disable, enable accounts; set passwords (operator)"
     )
     sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
 
@@ -51,6 +53,22 @@ def register(subparsers: Any) -> None:
     password.add_argument("--email", required=True)
     password.set_defaults(handler=_set_password)
 
+    for action, verb in (("disable", "refuse"), ("enable", "accept again")):
+        toggle = sub.add_parser(
+            action,
+            help=f"{verb} an account's API key and studio sessions (audited)",
+            description=(
+                f"{action.capitalize()} an account: a disabled account's API key and studio "
+                "sessions are refused with 403 and its jobs that have not ended keep running "
+                "(fail them with `reframe jobs fail`). Audited with --reason; running it "
+                "again changes nothing."
+            ),
+        )
+        toggle.add_argument("--email", required=True)
+        toggle.add_argument("--reason", required=True, help="why (kept in the audit log)")
+        add_operator_argument(toggle)
+        toggle.set_defaults(handler=_toggle, disable=action == "disable")
+
     listing = sub.add_parser("list", help="list accounts with their balances")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(handler=_list)
@@ -65,14 +83,24 @@ def register(subparsers: Any) -> None:
     grant.set_defaults(handler=_grant)
 
 
-def _sessionmaker() -> tuple[Settings, sessionmaker[Session]]:
-    from reframe.config import Settings
-    from reframe.db import make_engine, make_sessionmaker, migrate
+def add_operator_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--operator",
+        default=None,
+        help="who is acting, for the audit log (default: $REFRAME_OPERATOR, else user@host)",
+    )
 
-    settings = Settings()
-    url = settings.resolved_database_url
-    migrate(url)
-    return settings, make_sessionmaker(make_engine(url))
+
+def operator_of(args: argparse.Namespace) -> str:
+    from reframe.services.audit import default_operator
+
+    return str(args.operator or default_operator())
+
+
+def _sessionmaker() -> tuple[Settings, sessionmaker[Session]]:
+    from reframe.cli._db import open_database
+
+    return open_database()
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -138,6 +166,7 @@ def _list(args: argparse.Namespace) -> int:
                     "free_xeconds": bal.free,
                     "paid_xeconds": bal.paid,
                     "key_prefix": key.prefix if key else None,
+                    "disabled": account.disabled,
                 }
             )
     if args.json:
@@ -146,11 +175,12 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("No accounts yet. Create one: reframe accounts create --email you@example.com")
         return 0
-    print(f"{'EMAIL':<32} {'FREE':>6} {'PAID':>6}  {'KEY':<18} CREATED")
+    print(f"{'EMAIL':<32} {'FREE':>6} {'PAID':>6}  {'KEY':<18} {'CREATED':<19} STATE")
     for r in rows:
         print(
             f"{r['email']:<32} {r['free_xeconds']:>6} {r['paid_xeconds']:>6}  "
-            f"{(r['key_prefix'] or '-') + '...':<18} {r['created_at'][:19]}"
+            f"{(r['key_prefix'] or '-') + '...':<18} {r['created_at'][:19]:<19} "
+            f"{'disabled' if r['disabled'] else 'active'}"
         )
     return 0
 
@@ -169,4 +199,27 @@ def _grant(args: argparse.Namespace) -> int:
         f"Granted {args.xeconds} {args.kind} xeconds to {account.email}; balance now "
         f"{bal.paid} paid + {bal.free} free = {bal.total} xeconds."
     )
+    return 0
+
+
+def _toggle(args: argparse.Namespace) -> int:
+    from reframe.services import accounts
+
+    _, factory = _sessionmaker()
+    with factory() as session:
+        account = accounts.get_by_email(session, args.email)
+        account_id, email = account.id, account.email
+        changed = accounts.set_disabled(
+            session, account_id, args.disable, operator=operator_of(args), reason=args.reason
+        )
+    state = "disabled" if args.disable else "enabled"
+    if not changed:
+        print(f"{email} was already {state}; nothing changed.")
+        return 0
+    detail = (
+        "its API key and studio sessions now get 403"
+        if args.disable
+        else "its API key and studio sessions work again"
+    )
+    print(f"{email} is now {state}: {detail}. Recorded in the audit log.")
     return 0

@@ -30,6 +30,8 @@ from reframe.options import (
 if TYPE_CHECKING:
     from reframe.config import Settings
 
+log = logging.getLogger(__name__)
+
 
 def add_address_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -122,6 +124,7 @@ def render_job(args: argparse.Namespace, settings: Settings, options: RenderOpti
     sessions = make_sessionmaker(engine)
 
     def render(job: Job, report: AttemptReporter) -> str:
+        log.info("render started: %s -> %d fps", job.input_file.storage_key, job.target_fps)
         file_id, result = render_stored_job(
             job,
             report,
@@ -148,6 +151,13 @@ def render_job(args: argparse.Namespace, settings: Settings, options: RenderOpti
                 ]
             ),
             flush=True,
+        )
+        log.info(
+            "render finished: output file %s, %d frames in %.1f s (%.1f s to the first chunk)",
+            file_id,
+            result.frames,
+            result.seconds,
+            result.startup_seconds,
         )
         return file_id
 
@@ -185,12 +195,13 @@ def main(
     lower_priority: bool = False,
 ) -> int:
     from reframe.config import load_settings
+    from reframe.logs import bound
     from reframe.pipeline.cluster import connect_ray
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = settings or load_settings()
+        settings.log_setup().apply("driver")
         options = options_from_args(args)  # refused before connecting, not after
         if not args.job_id:
             check_file_request(args)
@@ -201,7 +212,10 @@ def main(
         started = connect_ray(args.address)
         try:
             if args.job_id:
-                return render_job(args, settings, options)
+                # Every line of this process, and of the actors its render spec reaches
+                # (reframe.pipeline.actors), names the job and the attempt.
+                with bound(job_id=args.job_id, attempt=args.attempt):
+                    return render_job(args, settings, options)
             return render_file(args, settings, options)
         finally:
             if started:

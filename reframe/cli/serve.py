@@ -169,6 +169,7 @@ def start_service(
 
     from reframe.config import SECRETS_DIR_ENV, public_values, write_secrets
     from reframe.db import migrate
+    from reframe.metrics import reset_multiprocess_dir
     from reframe.sched import available_cpus
     from reframe.serving import application
 
@@ -178,6 +179,8 @@ def start_service(
     # the data, never as Ray arguments (reframe.config.SECRET_FIELDS).
     secrets_dir = write_secrets(settings, (settings.data_dir / "run" / "secrets").resolve())
     os.environ[SECRETS_DIR_ENV] = str(secrets_dir)
+    # Before the replicas and the dispatcher start writing there (reframe.metrics).
+    reset_multiprocess_dir(settings.resolved_metrics_dir)
     started_ray = False
     if not ray.is_initialized():
         # Must be in the environment before Ray starts: its processes inherit it.
@@ -227,9 +230,13 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from reframe.cli._db import describe_database
+
     settings = settings_for(args.host, args.port)
+    settings.log_setup().apply("serve")
     service = start_service(settings, args.host, args.port)
     print(f"Reframe API listening on {service.url}  (docs: {service.url}/docs)")
+    print(f"Data: {settings.data_dir}  (database {describe_database(settings)})")
     print("Create an account and its API key in another terminal:")
     print("  reframe accounts create --email you@example.com")
     print(f'Then: curl -s {service.url}/me -H "Authorization: Bearer <your_api_key>"')

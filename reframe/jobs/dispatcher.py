@@ -21,6 +21,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from reframe.db.models import Job, JobStatus
 from reframe.jobs.launchers import LaunchUnavailable, RenderLauncher, submission_id_for
 from reframe.jobs.lifecycle import RUNNING, WAITING, JobLifecycle
 from reframe.jobs.planning import Placement, RenderPlanner
+from reframe.logs import job_fields
 from reframe.options import RenderOptions
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class Dispatcher:
         max_queue_wait_sec: float = 0.0,
         render_options: RenderOptions | None = None,
         planner: RenderPlanner | None = None,
+        on_done: Callable[[str, int], None] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
@@ -107,6 +110,9 @@ class Dispatcher:
         self.planner = planner or RenderPlanner(
             render_options or RenderOptions(), fallback_capacity=capacity
         )
+        # Told (job id, attempt) when one of this dispatcher's attempts ended `done`: the render
+        # metrics (reframe.jobs.metrics.RenderObserver).
+        self.on_done = on_done
         self._attempts: dict[str, _Attempt] = {}
         self.submit_backoff_sec = 5.0
         self._submit_retry_at = 0.0
@@ -121,6 +127,7 @@ class Dispatcher:
         capacity: int,
         lifecycle: JobLifecycle | None = None,
         resources: Callable[[], ClusterResources] | None = None,
+        on_done: Callable[[str, int], None] | None = None,
     ) -> Dispatcher:
         """A dispatcher configured by `settings`; with `resources` it plans every render from
         what the cluster has and can grow to (reframe.jobs.planning), `capacity` otherwise."""
@@ -145,6 +152,7 @@ class Dispatcher:
             time_per_frame_sec=settings.job_time_per_frame_sec,
             max_queue_wait_sec=settings.max_queue_wait_sec,
             planner=planner,
+            on_done=on_done,
         )
 
     @property
@@ -182,7 +190,12 @@ class Dispatcher:
                 only_from=WAITING,  # claimed in the meantime: no longer waiting
             )
             if settled.changed:
-                log.warning("job %s waited longer than %s for capacity; failed", job_id, hours)
+                log.warning(
+                    "job %s waited longer than %s h for capacity; failed",
+                    job_id,
+                    hours,
+                    extra=job_fields(job_id),
+                )
                 report.expired.append(job_id)
 
     def _heartbeat(self) -> None:
@@ -202,12 +215,17 @@ class Dispatcher:
                     time_limit_sec(job, self.time_base_sec, self.time_per_frame_sec) if job else 0
                 )
             if status is None or status.is_terminal or not mine:
-                # Settled by the driver, cancelled by the owner, or taken over elsewhere: make
-                # sure nothing keeps computing for it.
-                if status is JobStatus.CANCELLED or not mine:
+                # Settled by the driver, cancelled by the owner, failed by an operator, or taken
+                # over elsewhere: make sure nothing keeps computing for it.
+                if status in (JobStatus.CANCELLED, JobStatus.FAILED) or not mine:
                     self.launcher.stop(att.submission_id)
                     report.stopped.append(job_id)
                 self._attempts.pop(job_id, None)
+                if status is JobStatus.DONE and mine and self.on_done is not None:
+                    try:
+                        self.on_done(job_id, att.attempt)
+                    except Exception:  # metrics must never stop the loop
+                        log.exception("recording the finished render failed")
                 continue
             info = self.launcher.info(att.submission_id)
             if info.state.alive:
@@ -226,7 +244,11 @@ class Dispatcher:
             self._attempts.pop(job_id, None)
             if info.logs:
                 log.warning(
-                    "job %s attempt %d ended; output tail:\n%s", job_id, att.attempt, info.logs
+                    "job %s attempt %d ended; output tail:\n%s",
+                    job_id,
+                    att.attempt,
+                    info.logs,
+                    extra=job_fields(job_id, att.attempt),
                 )
             reason = info.message or f"the render driver ended ({info.state.value})"
             if self._lost(job_id, att.attempt, reason):
@@ -283,14 +305,25 @@ class Dispatcher:
             except LaunchUnavailable as exc:
                 # The cluster cannot take renders right now (its job API is still starting, or
                 # it is unreachable): that is waiting for capacity, not a failed attempt.
-                log.warning("submitting job %s attempt %d failed: %s", job_id, attempt, exc)
+                log.warning(
+                    "submitting job %s attempt %d failed: %s",
+                    job_id,
+                    attempt,
+                    exc,
+                    extra=job_fields(job_id, attempt),
+                )
                 self.lifecycle.unclaim(job_id, attempt, f"the render cluster is not ready ({exc})")
                 self._submit_retry_at = time.monotonic() + self.submit_backoff_sec
                 return
             except Exception as exc:
                 # Anything else is a fault in the submission itself (a bug, a refused request):
                 # waiting would not cure it, so the attempt counts as lost.
-                log.exception("submitting job %s attempt %d raised", job_id, attempt)
+                log.exception(
+                    "submitting job %s attempt %d raised",
+                    job_id,
+                    attempt,
+                    extra=job_fields(job_id, attempt),
+                )
                 self._lost(job_id, attempt, f"the render could not be submitted ({exc})")
                 continue
             self._attempts[job_id] = _Attempt(sid, attempt, time.monotonic())

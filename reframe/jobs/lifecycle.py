@@ -24,7 +24,8 @@ from reframe.jobs import refunds
 from reframe.jobs.events import EventBus
 from reframe.jobs.launchers import submission_id_for
 from reframe.jobs.progress import LiveProgress, ProgressStore, ProgressTracker
-from reframe.services import transitions
+from reframe.logs import job_fields
+from reframe.services import audit, transitions
 from reframe.services.transitions import StatusEvent
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,12 @@ class JobLifecycle:
             )
             event = transitions.record(session, job, JobStatus.FAILED, message=job.error)
             session.commit()
+        log.info(
+            "job failed: %s; %d xeconds refunded",
+            error[:200],
+            refunded,
+            extra=job_fields(job_id, job.attempts),
+        )
         self._forget(job_id)
         self._publish([event])
         return Settled(JobStatus.FAILED, refunded, True)
@@ -143,6 +150,7 @@ class JobLifecycle:
             job.output_file_id = output_file_id
             event = transitions.record(session, job, JobStatus.DONE)
             session.commit()
+        log.info("job done: output file %s", output_file_id, extra=job_fields(job_id, attempt))
         self._forget(job_id)
         self._publish([event])
         return True
@@ -168,9 +176,105 @@ class JobLifecycle:
             event = transitions.record(session, job, JobStatus.CANCELLED, message="cancelled")
             session.commit()
             session.expunge(job)
+        log.info(
+            "job cancelled by its owner; %d xeconds refunded",
+            refunded,
+            extra=job_fields(job_id, job.attempts),
+        )
         self._forget(job_id)
         self._publish([event])
         return job, Settled(JobStatus.CANCELLED, refunded, True)
+
+    # -- operator actions (reframe jobs fail / refund), audited ------------------------------
+
+    def operator_fail(self, job_id: str, reason: str, *, operator: str) -> Settled:
+        """Fail a job that has not ended, with the usual full refund (`reframe jobs fail`).
+
+        Safe to run twice: a job that already failed is left alone (`changed` False). A job
+        that ended otherwise is a Conflict: done or cancelled stays what it is; give credit
+        back with `operator_refund` instead. A running render is stopped by its dispatcher,
+        which sees the job failed; its driver can no longer change the job.
+        """
+        reason = audit.check_reason(reason)
+        with self.sessions() as session:
+            job = transitions.lock_job(session, job_id)
+            if job.status is JobStatus.FAILED:
+                session.rollback()
+                return Settled(JobStatus.FAILED, 0, False)
+            if job.status.is_terminal:
+                raise Conflict(
+                    f"job {job_id} is already {job.status.value}, so it cannot fail; use "
+                    "`reframe jobs refund` to give its xeconds back"
+                )
+            previous = job.status
+            job.error = (
+                f"The operator of this service stopped this render: {reason} "
+                "Your xeconds were refunded."
+            )[:MAX_ERROR_CHARS]
+            refunded = refunds.refund(
+                session, job, job.charged_xeconds, note=f"failed by the operator: {reason}"[:500]
+            )
+            event = transitions.record(
+                session, job, JobStatus.FAILED, message=f"failed by the operator: {reason}"
+            )
+            audit.record(
+                session,
+                operator=operator,
+                action="job.fail",
+                reason=reason,
+                account_id=job.account_id,
+                job_id=job.id,
+                detail={"previous_status": previous.value, "refunded_xeconds": refunded},
+            )
+            attempt = job.attempts
+            session.commit()
+        log.warning(
+            "job failed by operator %s: %s; %d xeconds refunded",
+            operator,
+            reason,
+            refunded,
+            extra=job_fields(job_id, attempt),
+        )
+        self._forget(job_id)
+        self._publish([event])
+        return Settled(JobStatus.FAILED, refunded, True)
+
+    def operator_refund(self, job_id: str, reason: str, *, operator: str) -> int:
+        """Give back what is left of an ended job's charge (`reframe jobs refund`); returns the
+        xeconds refunded, 0 when nothing was left (so running it twice changes nothing)."""
+        reason = audit.check_reason(reason)
+        with self.sessions() as session:
+            job = transitions.lock_job(session, job_id)
+            if not job.status.is_terminal:
+                raise Conflict(
+                    f"job {job_id} is still {job.status.value}; fail it with `reframe jobs "
+                    "fail` (which refunds it in full) or wait until it ends"
+                )
+            note = f"refunded by the operator: {reason}"[:500]
+            amount = refunds.refund_rest(session, job, note)
+            if amount == 0:
+                session.rollback()
+                return 0
+            transitions.note(session, job, f"{amount} xeconds refunded by the operator: {reason}")
+            audit.record(
+                session,
+                operator=operator,
+                action="job.refund",
+                reason=reason,
+                account_id=job.account_id,
+                job_id=job.id,
+                detail={"status": job.status.value, "refunded_xeconds": amount},
+            )
+            attempt = job.attempts
+            session.commit()
+        log.warning(
+            "job refunded by operator %s: %s; %d xeconds",
+            operator,
+            reason,
+            amount,
+            extra=job_fields(job_id, attempt),
+        )
+        return amount
 
     # -- progress ---------------------------------------------------------------------------
 
@@ -282,6 +386,7 @@ class JobLifecycle:
             event = transitions.record(session, job, JobStatus.COLD_START, message=message)
             claim = Claim(job.id, attempt, running)
             session.commit()
+        log.info("attempt claimed by %s", owner, extra=job_fields(claim.job_id, attempt))
         self._publish([event])
         return claim
 
@@ -354,13 +459,25 @@ class JobLifecycle:
                     message=f"attempt {attempt} lost: {reason}; retrying",
                 )
                 session.commit()
-                log.warning("job %s attempt %d lost (%s); queued again", job_id, attempt, reason)
+                log.warning(
+                    "job %s attempt %d lost (%s); queued again",
+                    job_id,
+                    attempt,
+                    reason,
+                    extra=job_fields(job_id, attempt),
+                )
                 self._publish([event])
                 self._forget(job_id)
                 return True
         # The reason (exit codes, the driver's last log line) is for operators: it can name
         # server paths and exception types, so the customer gets a plain sentence instead.
-        log.error("job %s failed for good after attempt %d: %s", job_id, attempt, reason)
+        log.error(
+            "job %s failed for good after attempt %d: %s",
+            job_id,
+            attempt,
+            reason,
+            extra=job_fields(job_id, attempt),
+        )
         self.fail(
             job_id,
             f"The render stopped unexpectedly ({attempt} attempt(s)). Your xeconds were "

@@ -43,19 +43,43 @@ def refund(session: Session, job: Job, amount: int, note: str) -> int:
     if amount <= 0 or job.refunded_xeconds > 0:
         return 0
     try:
-        with session.begin_nested():
-            ledger.append(
-                session,
-                job.account_id,
-                pool=job.payment_kind,
-                delta=amount,
-                reason=LedgerReason.JOB_REFUND,
-                job_id=job.id,
-                note=note,
-            )
+        _give_back(session, job, amount, LedgerReason.JOB_REFUND, note)
     except IntegrityError:
         # Another transaction refunded this job first; the constraint kept it to one.
         session.refresh(job)
         return 0
     job.refunded_xeconds = amount
     return amount
+
+
+def refund_rest(session: Session, job: Job, note: str) -> int:
+    """Give back everything of the charge not refunded yet (an operator's refund of an ended
+    job); returns the amount, 0 when nothing is left.
+
+    A job's one JOB_REFUND entry may already exist (a cancel refunds the unrendered share), so
+    the rest is then one ADJUSTMENT entry tied to the job; the (job_id, reason) constraint
+    allows one of each, and after both nothing is left to give.
+    """
+    due = job.charged_xeconds - job.refunded_xeconds
+    if due <= 0:
+        return 0
+    if job.refunded_xeconds == 0:
+        return refund(session, job, due, note)
+    _give_back(session, job, due, LedgerReason.ADJUSTMENT, note)
+    job.refunded_xeconds += due
+    return due
+
+
+def _give_back(session: Session, job: Job, amount: int, reason: LedgerReason, note: str) -> None:
+    # In a savepoint: a duplicate refused by the (job_id, reason) constraint leaves the
+    # caller's transaction usable.
+    with session.begin_nested():
+        ledger.append(
+            session,
+            job.account_id,
+            pool=job.payment_kind,
+            delta=amount,
+            reason=reason,
+            job_id=job.id,
+            note=note,
+        )

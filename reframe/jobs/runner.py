@@ -48,8 +48,10 @@ class DispatcherRunner:
         from reframe.jobs.events import event_bus
         from reframe.jobs.launchers import RayJobLauncher, RenderLauncher, SubprocessLauncher
         from reframe.jobs.lifecycle import JobLifecycle
+        from reframe.jobs.metrics import RenderObserver
         from reframe.jobs.progress import progress_store
         from reframe.jobs.webhooks import WebhookSender
+        from reframe.metrics import ProcessMetrics
         from reframe.pipeline.cluster import read_cluster_resources
 
         self._engine = make_engine(settings.resolved_database_url)
@@ -75,6 +77,14 @@ class DispatcherRunner:
             chosen = SubprocessLauncher(
                 settings, extra_env={"RAY_ADDRESS": gcs, "RAY_AUTH_MODE": auth_mode}
             )
+        # Render histograms go to the multiprocess directory this replica was started with
+        # (reframe.serving), where the API's scrape finds them (reframe.metrics).
+        observer: RenderObserver | None
+        try:
+            observer = RenderObserver(sessions, ProcessMetrics())
+        except OSError:  # an unwritable directory costs the histograms, never the renders
+            log.exception("render metrics are off: the multiprocess directory is unusable")
+            observer = None
         self.dispatcher = Dispatcher.from_settings(
             sessions,
             chosen,
@@ -82,6 +92,7 @@ class DispatcherRunner:
             capacity=1,
             lifecycle=lifecycle,
             resources=lambda: read_cluster_resources(settings.autoscaler_config),
+            on_done=observer,
         )
         self.launcher_kind = "ray-jobs" if address is not None else "subprocess"
         self._stop = threading.Event()

@@ -10,6 +10,7 @@ key per chunk.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reframe.errors import RenderError
+from reframe.logs import LogSetup
 from reframe.pipeline.plan import Chunk
 from reframe.pipeline.progress import ChunkReporter
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from reframe.storage import Storage, StorageConfig
     from reframe.video.decode import ColorInfo
     from reframe.video.encode import EncodeOptions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class RenderSpec:
     metric_tags: dict[str, str] = field(default_factory=dict)
     demuxer: str | None = None  # the input's probed container format (see video.media)
     progress_hub: Any = None  # reframe.pipeline.progress.ProgressHub handle, or None
+    # How the driver that built the spec logs, with its job and attempt: actors log the same
+    # way, so their lines can be followed with the job's (reframe.logs).
+    logging: LogSetup = field(default_factory=LogSetup.current)
 
     def segment_key(self, chunk_index: int) -> str:
         return f"{self.segment_prefix}/{chunk_index:05d}{self.segment_suffix}"
@@ -122,6 +129,7 @@ class ChunkRenderer:
         from reframe.engine.weights import resolve_weights
         from reframe.sched import yield_to_the_api
 
+        spec.logging.apply("actor")
         worker = spec.worker
         if worker.lower_priority:
             # Before torch starts its threads, so they inherit it (see reframe.sched).
@@ -229,6 +237,9 @@ class ChunkRenderer:
         local.unlink()
         seconds = time.perf_counter() - started
         self._metrics.record(chunk.output_frames, seconds)
+        log.info(
+            "chunk %d rendered: %d frames in %.2f s", chunk.index, chunk.output_frames, seconds
+        )
         return {
             "index": chunk.index,
             "segment_key": key,

@@ -21,8 +21,8 @@ from reframe.config import Settings
 from reframe.db.base import utcnow
 from reframe.db.models import Account, ApiKey, CreditPool, LedgerReason
 from reframe.db.session import lock_account
-from reframe.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from reframe.services import ledger
+from reframe.errors import AccountDisabled, Conflict, InvalidInput, NotFound, Unauthorized
+from reframe.services import audit, ledger
 
 KEY_PREFIX = "rf_live_"
 KEY_RANDOM_BYTES = 32
@@ -155,10 +155,46 @@ def authenticate(
     if match is None or match.revoked_at is not None:
         raise Unauthorized(_INVALID_KEY)
     account = match.account
-    if account is None or account.disabled:
-        raise Unauthorized("This account is disabled; contact the operator of this service.")
+    if account is None:
+        raise Unauthorized(_INVALID_KEY)
+    if account.disabled:
+        # A valid key of a disabled account: the caller is known and refused (403), which
+        # tells them that a new key would not help.
+        raise AccountDisabled()
     moment = now or utcnow()
     last = match.last_used_at
     if last is None or (moment - last).total_seconds() >= LAST_USED_RESOLUTION_SEC:
         match.last_used_at = moment
     return account
+
+
+def set_disabled(
+    session: Session, account_id: str, disabled: bool, *, operator: str, reason: str
+) -> bool:
+    """Disable or enable an account (an operator action), audited; False when it already was.
+
+    Starts and commits its own transaction under the account's lock, so two operators doing
+    the same at once record one change. The account's keys and sessions are kept: they are
+    refused while it is disabled (403) and work again once it is enabled.
+    """
+    reason = audit.check_reason(reason)
+    if session.in_transaction():
+        session.commit()
+    try:
+        account = lock_account(session, account_id)
+        if account.disabled == disabled:
+            session.rollback()
+            return False
+        account.disabled = disabled
+        audit.record(
+            session,
+            operator=operator,
+            action="account.disable" if disabled else "account.enable",
+            reason=reason,
+            account_id=account.id,
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return True

@@ -7,6 +7,7 @@ the (job_id, reason) unique constraint limits to one per job.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,9 +20,12 @@ from reframe.db.base import utcnow
 from reframe.db.models import Account, CreditPool, Job, JobStatus, LedgerReason
 from reframe.db.session import lock_account
 from reframe.errors import InsufficientCredits, InvalidInput
+from reframe.logs import job_fields
 from reframe.services import ledger, ownership, pricing, transitions, uploads
 from reframe.services.ledger import Balance
 from reframe.storage.base import Storage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,15 @@ def accept(
     except BaseException:
         session.rollback()
         raise
+    # The first line of the job's trail: the request that accepted it is bound (reframe.logs).
+    log.info(
+        "job accepted: %d %s xeconds, %d fps from %s",
+        job.charged_xeconds,
+        pool.value,
+        target_fps,
+        file.storage_key,
+        extra=job_fields(job.id),
+    )
     return AcceptedJob(job, after)
 
 

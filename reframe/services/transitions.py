@@ -110,6 +110,13 @@ def public_fields(job: Job) -> dict[str, Any]:
     }
 
 
+def note(session: Session, job: Job, message: str) -> None:
+    """An entry in the job's events that changes nothing (an operator's refund of an ended
+    job): the events stay the one history its owner reads."""
+    session.add(JobEvent(job_id=job.id, status=job.status, message=message, at=utcnow()))
+    session.flush()
+
+
 def record(
     session: Session,
     job: Job,

@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 
 from reframe.db.base import utcnow
 from reframe.db.models import Account, ApiKey, WebSession
-from reframe.errors import Conflict, Forbidden, InvalidInput, Unauthorized
+from reframe.errors import AccountDisabled, Conflict, Forbidden, InvalidInput, Unauthorized
 from reframe.services import accounts
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def authenticate(db: Session, email: str, password: str) -> Account:
     if not verify_password(account.password_hash, password):
         raise failure
     if account.disabled:
-        raise Unauthorized("This account is disabled. Contact the operator of this service.")
+        raise AccountDisabled()
     if _password_hasher().check_needs_rehash(account.password_hash):
         account.password_hash = hash_password(password)
         db.flush()
@@ -174,7 +174,11 @@ def start_session(db: Session, account: Account, *, now: datetime | None = None)
 
 
 def resolve_session(db: Session, token: str, *, now: datetime | None = None) -> Account | None:
-    """The signed-in account for a cookie token, or None when unknown, expired or disabled."""
+    """The signed-in account for a cookie token, or None when unknown or expired.
+
+    Raises AccountDisabled (403) for a live session of a disabled account: the person is
+    signed in and refused, which a redirect to the login page would not tell them.
+    """
     if not token or len(token) > 128:
         return None
     now = now or utcnow()
@@ -184,8 +188,10 @@ def resolve_session(db: Session, token: str, *, now: datetime | None = None) -> 
     if row is None or row.expires_at <= now:
         return None
     account = db.get(Account, row.account_id)
-    if account is None or account.disabled:
+    if account is None:
         return None
+    if account.disabled:
+        raise AccountDisabled()
     return account
 
 

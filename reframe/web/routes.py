@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from reframe.config import Settings
 from reframe.db.models import Account
-from reframe.errors import ReframeError
+from reframe.errors import AccountDisabled, ReframeError
 from reframe.services import ownership, web_auth
 from reframe.web import share as share_view
 from reframe.web.deps import DbDep, SettingsDep
@@ -69,8 +69,27 @@ def _safe_next(value: str | None) -> str:
 
 
 def current_session_account(request: Request, db: Session) -> Account | None:
+    """The signed-in account; raises AccountDisabled for a session of a disabled account."""
     token = request.cookies.get(web_auth.SESSION_COOKIE, "")
     return web_auth.resolve_session(db, token) if token else None
+
+
+def _signed_in_or_none(request: Request, db: Session) -> Account | None:
+    # The sign-in pages treat a disabled account's session as signed out: logging in again
+    # then says why it is refused.
+    try:
+        return current_session_account(request, db)
+    except AccountDisabled:
+        return None
+
+
+def _disabled_page(request: Request, exc: AccountDisabled) -> HTMLResponse:
+    return _page(
+        request,
+        "error.html",
+        {"account": None, "heading": "Account disabled", "message": exc.message},
+        status_code=exc.status_code,
+    )
 
 
 def _page(
@@ -167,14 +186,14 @@ _EXPIRED_FORM = "This form expired. Please try again."
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, db: DbDep, settings: SettingsDep) -> Response:
-    if current_session_account(request, db) is not None:
+    if _signed_in_or_none(request, db) is not None:
         return RedirectResponse("/studio", status_code=303)
     return _page(request, "home.html", {"account": None, "show_auth_links": True})
 
 
 @router.get("/signup", response_class=HTMLResponse)
 def signup_form(request: Request, db: DbDep, settings: SettingsDep) -> Response:
-    if current_session_account(request, db) is not None:
+    if _signed_in_or_none(request, db) is not None:
         return RedirectResponse("/studio", status_code=303)
     return _anonymous_form(request, settings, "auth.html", {**_SIGNUP, "mode": "signup"})
 
@@ -205,7 +224,7 @@ def signup(
 def login_form(
     request: Request, db: DbDep, settings: SettingsDep, next: str | None = None
 ) -> Response:
-    if current_session_account(request, db) is not None:
+    if _signed_in_or_none(request, db) is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     action = "/login" if next is None else f"/login?next={quote(_safe_next(next), safe='/')}"
     return _anonymous_form(
@@ -264,7 +283,10 @@ def logout(
 
 @router.get("/studio", response_class=HTMLResponse)
 def dashboard(request: Request, db: DbDep, settings: SettingsDep) -> Response:
-    account = current_session_account(request, db)
+    try:
+        account = current_session_account(request, db)
+    except AccountDisabled as exc:
+        return _disabled_page(request, exc)
     if account is None:
         return _login_redirect(request)
     return _page(request, "studio.html", _signed_in_context(request, account, settings))
@@ -272,8 +294,10 @@ def dashboard(request: Request, db: DbDep, settings: SettingsDep) -> Response:
 
 @router.get("/studio/projects/{project_id}", response_class=HTMLResponse)
 def project_page(project_id: str, request: Request, db: DbDep, settings: SettingsDep) -> Response:
-
-    account = current_session_account(request, db)
+    try:
+        account = current_session_account(request, db)
+    except AccountDisabled as exc:
+        return _disabled_page(request, exc)
     if account is None:
         return _login_redirect(request)
     context = _signed_in_context(request, account, settings)

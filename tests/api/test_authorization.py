@@ -34,6 +34,8 @@ PUBLIC: dict[tuple[str, str], str] = {
         for method in ("GET", "HEAD")  # Starlette routes answer HEAD with their GET
     },
     ("GET", "/healthz"): "liveness probe",
+    ("GET", "/metrics"): "operator scrape: open only on a private development install; "
+    "REFRAME_METRICS_TOKEN, or a refusal, everywhere else (tests/api/test_observability.py)",
     ("GET", "/pricing/config"): "public tariff (reference: public endpoint)",
     ("POST", "/pricing/estimate"): "public estimate (reference: public endpoint)",
     ("GET", "/share/{token}"): "the unguessable share token is the credential",

@@ -133,3 +133,52 @@ def test_a_local_ray_is_refused_when_its_job_agent_port_is_taken() -> None:
         with pytest.raises(Conflict, match=f"port {port}.*another Ray.*RAY_ADDRESS=auto"):
             check_local_ray_ports(port)
     check_local_ray_ports(port)  # released: a Ray could start
+
+
+@pytest.mark.ray
+def test_each_scrape_adds_up_every_replica_and_replicas_log_json(
+    service: RunningService, ray_runtime: ModuleType
+) -> None:
+    import json
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics_dir = service.settings.resolved_metrics_dir
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        deadline = time.monotonic() + 30
+        while http.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "Serve never answered /healthz"
+            time.sleep(0.2)
+        for i in range(30):
+            resp = http.get("/pricing/config", headers={"X-Request-ID": f"serve-metrics-{i}"})
+            # Ray Serve's Python proxy (this shared Ray's) appends its own copy of the header
+            # after the app's; HAProxy, which `reframe serve` uses, does not.
+            echoed = {v.strip() for v in resp.headers["x-request-id"].split(",")}
+            assert echoed == {f"serve-metrics-{i}"}
+        # Each replica writes its own files (prometheus-client multiprocess mode).
+        writers = {p.name.split("_")[1] for p in metrics_dir.glob("histogram_*.db")}
+        assert len(writers) == service.settings.api_replicas == len(_replica_pids())
+        counts = []
+        for _ in range(4):  # whichever replica answers, it counts every replica's requests
+            text = http.get("/metrics").text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if (
+                        sample.name == "reframe_http_requests_total"
+                        and sample.labels["route"] == "/pricing/config"
+                    ):
+                        counts.append(sample.value)
+    assert counts == [30.0] * 4
+
+    logs_dir = Path(ray_runtime._private.worker._global_node.get_logs_dir_path())
+    seen: set[str] = set()
+    for path in logs_dir.glob("worker-*"):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"serve-metrics-' not in line:
+                continue
+            record = json.loads(line)
+            assert record["component"] == "api"
+            assert record["logger"] == "reframe.access"
+            assert record["route"] == "/pricing/config"
+            seen.add(record["request_id"])
+    assert seen == {f"serve-metrics-{i}" for i in range(30)}

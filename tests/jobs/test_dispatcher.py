@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,70 @@ def test_cancel_stops_the_running_render(
     assert report.stopped == [job_id]
     assert launcher.info(sid).state.value in ("failed", "succeeded")
     assert job_of(sessions, job_id).status is JobStatus.CANCELLED
+
+
+def test_an_operator_fail_stops_the_running_render_and_refunds_it_once(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=8)
+    dispatcher, launcher = make_dispatcher("hang")
+    until(dispatcher, lambda: job_of(sessions, job_id).status is JobStatus.PROCESSING)
+    sid = dispatcher.running[job_id].submission_id
+    settled = dispatcher.lifecycle.operator_fail(job_id, "abusive input", operator="ops")
+    assert (settled.changed, settled.refunded) == (True, 8)
+    # The render would run on for nothing: the dispatcher stops it on its next tick.
+    report = dispatcher.tick()
+    assert report.stopped == [job_id]
+    assert launcher.info(sid).state.value in ("failed", "succeeded")
+    assert job_id not in dispatcher.running
+    job = job_of(sessions, job_id)
+    assert (job.status, job.refunded_xeconds) == (JobStatus.FAILED, 8)
+    assert refunds(sessions, job_id) == [8]
+
+
+def test_a_finished_render_is_reported_to_the_metrics_observer(
+    db: tuple[str, sessionmaker[Session]], make_dispatcher: Factory
+) -> None:
+    from reframe.jobs.metrics import RenderObserver
+    from reframe.metrics import ProcessMetrics
+
+    _, sessions = db
+    account = account_with_credit(sessions, paid=20)
+    job_id = accepted_job(sessions, account, charge=4)
+    metrics = ProcessMetrics()
+    observer = RenderObserver(sessions, metrics)
+    seen: list[tuple[str, int]] = []
+
+    def on_done(job: str, attempt: int) -> None:
+        seen.append((job, attempt))
+        observer(job, attempt)
+
+    dispatcher, _ = make_dispatcher("ok", on_done=on_done)
+    until(dispatcher, lambda: bool(seen))
+    assert seen == [(job_id, 1)]
+    events = {status: at for status, at in _event_times(sessions, job_id)}
+    render_seconds = (events["done"] - events["cold_start"]).total_seconds()
+    first_frame = (events["processing"] - events["cold_start"]).total_seconds()
+    registry = metrics.registry
+    assert registry.get_sample_value("reframe_render_duration_seconds_count") == 1
+    assert registry.get_sample_value("reframe_render_duration_seconds_sum") == pytest.approx(
+        render_seconds
+    )
+    assert registry.get_sample_value(
+        "reframe_render_time_to_first_frame_seconds_sum"
+    ) == pytest.approx(first_frame)
+    frames = job_of(sessions, job_id).frames_total
+    assert registry.get_sample_value("reframe_render_frames_per_second_sum") == pytest.approx(
+        frames / render_seconds
+    )
+
+
+def _event_times(sessions: sessionmaker[Session], job_id: str) -> list[tuple[str, datetime]]:
+    with sessions() as s:
+        rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+        return [(e.status.value, e.at) for e in rows]
 
 
 def test_the_reaper_stops_and_fails_a_render_over_its_time_limit(

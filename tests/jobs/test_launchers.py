@@ -27,10 +27,16 @@ def test_settings_survive_the_trip_through_the_environment() -> None:
 
 
 def test_secrets_can_be_left_out() -> None:
-    settings = Settings(secret_key="x" * 40, s3_secret_access_key="hush", s3_access_key_id="id")
+    settings = Settings(
+        secret_key="x" * 40,
+        s3_secret_access_key="hush",
+        s3_access_key_id="id",
+        metrics_token="scrape-token",
+    )
     env = settings_env(settings, exclude=SECRET_FIELDS)
     assert not {"REFRAME_SECRET_KEY", "REFRAME_S3_SECRET_ACCESS_KEY"} & set(env)
     assert "hush" not in json.dumps(env)
+    assert "scrape-token" not in json.dumps(env)
     assert settings_env(settings)["REFRAME_SECRET_KEY"] == "x" * 40
 
 

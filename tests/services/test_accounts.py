@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from reframe.config import Settings
 from reframe.db.models import Account, ApiKey
-from reframe.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from reframe.errors import AccountDisabled, Conflict, InvalidInput, NotFound, Unauthorized
 from reframe.services import accounts, ledger
 from tests.fixtures.db import TestDatabase
 
@@ -80,8 +80,10 @@ def test_disabled_account_cannot_authenticate(db: TestDatabase) -> None:
         account, issued = accounts.create_account(s, Settings(), "d@example.com")
         account.disabled = True
         s.commit()
-        with pytest.raises(Unauthorized, match="disabled"):
+        # 403, not 401: the key is right, the account is refused (a new key would not help).
+        with pytest.raises(AccountDisabled, match="disabled by the operator") as refused:
             accounts.authenticate(s, issued.plaintext)
+        assert refused.value.status_code == 403
 
 
 def test_emails_are_normalised_and_unique(db: TestDatabase) -> None:
