@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -481,6 +482,7 @@ def compile_stage(ctx: Context) -> None:
                 )
                 continue
             cases.append((size, precision, batch, mode))
+    ctx.release()  # the child needs the GPU memory this process cached
     budget = min(ctx.compile_budget, ctx.budget.left() - ctx.reserve)
     if budget <= 0 or not cases:
         for size, precision, batch, mode in cases:
@@ -554,21 +556,32 @@ def ray_stage(ctx: Context) -> None:
 
 def child(kind: str, job: dict[str, Any], budget: float) -> tuple[list[dict[str, Any]], str]:
     """Run `run.py --child kind` with `job`; results it printed before it ended or was killed,
-    and what to say about the cases it did not reach."""
+    and what to say about the cases it did not reach.
+
+    The child leads a process group of its own and writes to files, not pipes: inductor's
+    compile workers (and Ray's) are its children, and killing the group at the budget stops
+    them too, where a killed child alone could leave them holding a pipe open."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(job)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=budget, check=False, cwd=ROOT)
-        stdout, note = proc.stdout, f"child exited with {proc.returncode}"
-        if proc.returncode != 0:
-            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, start_new_session=True)
+        try:
+            code = proc.wait(timeout=budget)
+            note = f"the {kind} child exited with {code} before reaching this case"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code, note = None, f"time budget: the {kind} stage was stopped after {budget:.0f} s"
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        if code:
+            tail = err.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
             note += f": {tail[0][:300]}"
-    except subprocess.TimeoutExpired as exc:
-        stdout = exc.stdout or b""
-        note = f"time budget: the {kind} stage was stopped after {budget:.0f} s"
-    results = []
-    for line in (stdout if isinstance(stdout, bytes) else stdout.encode()).decode().splitlines():
-        if line.startswith("RESULT "):
-            results.append(json.loads(line[len("RESULT ") :]))
+    results = [
+        json.loads(line[len("RESULT ") :])
+        for line in stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
     return results, note
 
 
