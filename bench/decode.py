@@ -110,14 +110,17 @@ def make_clip(case: Case, path: Path, frames: int) -> Path:
     )
 
 
-def b_frame_count(path: Path) -> int:
+def frame_kinds(path: Path) -> tuple[int, list[int]]:
+    """How many B-frames, and the presentation indices of the keyframes."""
     import av
 
+    b_frames, keys = 0, []
     with av.open(str(path)) as container:
-        return sum(
-            frame.pict_type == av.video.frame.PictureType.B
-            for frame in container.decode(container.streams.video[0])
-        )
+        for i, frame in enumerate(container.decode(container.streams.video[0])):
+            b_frames += frame.pict_type == av.video.frame.PictureType.B
+            if frame.key_frame:
+                keys.append(i)
+    return b_frames, keys
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> int:
@@ -164,8 +167,12 @@ def run_case(
     pts = [f.pts for f in truth_frames]
     n = len(truth)
     rng = np.random.default_rng(seed)
-    starts = sorted(int(s) for s in rng.integers(1, max(2, n - span), size=chunks))
-    starts[0] = 0  # one chunk at the very start, where there is nothing to seek
+    b_frames, keys = frame_kinds(path)
+    starts = {0}  # one chunk at the very start, where there is nothing to seek
+    starts |= {int(s) for s in rng.integers(1, max(2, n - span), size=chunks - 1)}
+    # Around two keyframes: where random access goes wrong (open-GOP leading pictures are
+    # shown just before their keyframe; decoders restarting at a keyframe can misplace frames).
+    starts |= {s for k in keys[1:3] for s in (k - 2, k, k + 2) if 0 < s < n - span}
     result: dict[str, Any] = {
         "case": case.name,
         "codec": info.codec,
@@ -173,7 +180,8 @@ def run_case(
         "size": f"{info.width}x{info.height}",
         "color": asdict(info.color),
         "frames": n,
-        "b_frames": b_frame_count(path),
+        "b_frames": b_frames,
+        "keyframes": keys,
         "bytes": path.stat().st_size,
         "span": span,
         "chunks": len(starts),
@@ -191,7 +199,7 @@ def run_case(
     pyav_s: list[float] = []
     decord_s: list[float] = []
     pyav_diff = decord_diff = 0
-    for start in starts:
+    for start in sorted(starts):
         stop = min(n, start + span)
         tries: dict[str, list[float]] = {"pyav": [], "decord": []}
         for attempt in range(repeats):
