@@ -23,7 +23,10 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reframe.engine.inference import Precision
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -90,14 +93,20 @@ def pipeline(
     chunk_frames: int,
     work: Path,
     threads: int = 1,
+    preset: str = "fast",
+    num_gpus: float = 0.0,
+    device: str | None = None,
+    precision: Precision = "fp32",
+    weights: Path | None = None,
 ) -> dict[str, Any]:
+    """One render through the Ray pipeline on the connected Ray; `num_gpus` per actor."""
     from reframe.config import Settings
     from reframe.options import RenderOptions
     from reframe.pipeline.actors import WorkerConfig
     from reframe.pipeline.ray_pipeline import run_render
     from reframe.storage import build_storage
 
-    settings = Settings(data_dir=work / f"data-{actors}")
+    settings = Settings(data_dir=work / f"data-{actors}", rife_weights=weights)
     storage = build_storage(settings)
     storage.upload_file(source, "bench/source.mp4", "video/mp4")
     started = time.perf_counter()
@@ -108,11 +117,14 @@ def pipeline(
         output=output,
         target_fps=fps,
         options=RenderOptions(
-            preset="fast",
+            preset=preset,
             chunk_frames=chunk_frames,
             actors=actors,
             num_cpus=float(threads) if threads > 1 else None,
             threads=threads,
+            num_gpus=num_gpus,
+            device=device,
+            precision=precision,
         ),
     )
     wall = time.perf_counter() - started

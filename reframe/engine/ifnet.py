@@ -413,7 +413,10 @@ def _warp_both(sources: Tensor, flow: Tensor, full: tuple[int, int], shift: floa
     ys = ((torch.arange(h, device=flow.device) + 0.5) * (full[0] / h) - 0.5 + shift) * ky - 1
     base = torch.stack((xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)), dim=-1)
     per_dir = flow.view(b, 2, 2, h, w).permute(1, 0, 3, 4, 2)  # (dir, B, h, w, xy)
-    scale = torch.tensor([kx, ky], device=flow.device, dtype=flow.dtype)
+    # Filled on the device rather than copied from a host list: a host-to-device copy waits
+    # for the stream, which is not allowed while a CUDA graph is being captured.
+    scale = torch.full((2,), kx, device=flow.device, dtype=flow.dtype)
+    scale[1] = ky
     # Written into a contiguous buffer: the permuted flow would otherwise set the layout.
     grid = torch.empty(2, b, h, w, 2, device=flow.device, dtype=flow.dtype)
     torch.addcmul(base, per_dir, scale, out=grid)

@@ -189,16 +189,17 @@ def iter_frames(
         tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
         index_of: dict[int, int] | None = None
         index = 0
+        frames: Iterator[Any] = container.decode(stream)
         if start > 0 and frame_pts is not None:
             if start >= len(frame_pts):
                 return
             index_of = {p: i for i, p in enumerate(frame_pts)}
-            container.seek(int(frame_pts[start]), backward=True, any_frame=False, stream=stream)
+            frames = _decode_from(container, stream, frame_pts, index_of, start)
         nominal = round(1 / (Fraction(stream.average_rate) * tb)) if stream.average_rate else 1
         last_pts: int | None = None
         color: ColorInfo | None = None
         try:
-            for frame in container.decode(stream):
+            for frame in frames:
                 pts = frame.pts
                 if pts is None:
                     pts = 0 if last_pts is None else last_pts + nominal
@@ -221,6 +222,34 @@ def iter_frames(
             raise InvalidMedia(f"{path.name}: decoding failed at frame {index} ({exc})") from exc
     finally:
         container.close()
+
+
+def _decode_from(
+    container: Any, stream: Any, frame_pts: Sequence[int], index_of: dict[int, int], start: int
+) -> Iterator[Any]:
+    """Decoded frames after a seek that reaches frame `start`.
+
+    A seek lands on the keyframe decoded before `start`'s presentation time. With open GOPs
+    (HEVC's CRA keyframes, x265's default) the frames shown before such a keyframe but decoded
+    after it ("leading pictures") need the previous GOP and the decoder drops them, so a chunk
+    starting on one would lose its first frames: the target steps back (1, 2, 4... frames)
+    until the first frame decoded is at or before `start`.
+    """
+    target, step = start, 1
+    while True:
+        container.seek(int(frame_pts[target]), backward=True, any_frame=False, stream=stream)
+        frames = container.decode(stream)
+        peeked = []
+        for frame in frames:
+            peeked.append(frame)
+            if frame.pts is not None and frame.pts in index_of:
+                break
+        first = index_of.get(peeked[-1].pts) if peeked else None
+        if first is None or first <= start or target == 0:
+            yield from peeked
+            yield from frames
+            return
+        target, step = max(0, target - step), 2 * step
 
 
 def _convert(frame: Any, color: ColorInfo, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
