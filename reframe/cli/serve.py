@@ -43,6 +43,7 @@ class RunningService:
     settings: Settings
     started_ray: bool
     stop_hooks: list[Callable[[], None]] = field(default_factory=list)
+    saved_env: dict[str, str] | None = None  # the environment before start, put back at stop
 
     def stop(self) -> None:
         from ray import serve
@@ -58,6 +59,11 @@ class RunningService:
             import ray
 
             ray.shutdown()
+        if self.saved_env is not None:
+            # Ray's processes are gone or hold their own copy; only this process's changes.
+            for key in set(os.environ) - set(self.saved_env):
+                del os.environ[key]
+            os.environ.update(self.saved_env)
 
 
 def settings_for(host: str, port: int) -> Settings:
@@ -178,6 +184,10 @@ def start_service(
     # The secrets this process holds reach the replicas and render drivers as files next to
     # the data, never as Ray arguments (reframe.config.SECRET_FIELDS).
     secrets_dir = write_secrets(settings, (settings.data_dir / "run" / "secrets").resolve())
+    # What this start puts into the process environment is taken out again at stop: a
+    # second start in the same process (tests, an embedding app) must not inherit a first
+    # one's launcher or secrets folder, both deleted by then.
+    saved_env = dict(os.environ)
     os.environ[SECRETS_DIR_ENV] = str(secrets_dir)
     # Before the replicas and the dispatcher start writing there (reframe.metrics).
     reset_multiprocess_dir(settings.resolved_metrics_dir)
@@ -206,6 +216,7 @@ def start_service(
         url=settings.public_base_url, settings=settings, started_ray=started_ray
     )
     service.stop_hooks.append(lambda: shutil.rmtree(secrets_dir, ignore_errors=True))
+    service.saved_env = saved_env
     try:
         if background:
             check_storage_reaches_every_node(settings)

@@ -25,11 +25,15 @@ LauncherKind = Literal["auto", "ray-jobs", "subprocess"]
 
 
 def dashboard_address() -> str | None:
-    """The connected cluster's dashboard (job API) URL, or None when it runs without one."""
-    from ray._private.worker import get_dashboard_url
+    """The connected cluster's dashboard (job API) URL, or None when it runs without one.
+
+    Read from where the dashboard publishes it (the GCS): in a worker process, such as a Serve
+    replica, the node's own idea of the URL is Ray's default port, not the one it runs on.
+    """
+    from ray._private.services import get_webui_url_from_internal_kv
 
     try:
-        url = get_dashboard_url()  # type: ignore[no-untyped-call]
+        url = get_webui_url_from_internal_kv()  # type: ignore[no-untyped-call]
     except Exception:  # not connected, or an internal that moved
         return None
     if not url:

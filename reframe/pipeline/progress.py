@@ -83,7 +83,7 @@ class ProgressMonitor:
     progress: ProgressCallback | None
     on_ready: ReadyCallback | None
     _done: dict[int, int] = field(default_factory=dict)
-    _reported: int = -1
+    _reported: int = 0  # nothing is said before the first frame is out
     _ready: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)

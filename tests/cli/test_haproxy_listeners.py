@@ -7,6 +7,7 @@ what is checked is the set of sockets a real HAProxy opens.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -193,6 +194,23 @@ def test_real_haproxy_started_through_the_launcher_stays_on_the_api_host(
     assert str(config) in process.cmdline()
 
 
+def test_a_launcher_left_in_the_environment_is_never_the_real_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An earlier start in this process exported its launcher; Ray's own lookup reads the
+    # process environment, and wrapping that launcher applied its listener choice instead
+    # of ours (seen: the configured metrics port never opened).
+    stale = write_launcher(
+        tmp_path / "old", real_haproxy="/bin/false", host="127.0.0.1", stats_port=None,
+        metrics_port=None,
+    )
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(stale))
+    found = Path(real_haproxy_binary({}))
+    assert found != stale
+    assert b"reframe.cli.haproxy" not in found.read_bytes()[:4096]
+    assert Path(real_haproxy_binary({"RAY_SERVE_HAPROXY_BINARY_PATH": str(stale)})) == found
+
+
 def test_environment_points_ray_at_the_launcher(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "var", haproxy_metrics_port=9200)
     env = ray_serve_environment(settings, "127.0.0.1", {})
@@ -239,15 +257,17 @@ def test_a_served_api_on_loopback_has_no_haproxy_listener_elsewhere(
     service = start_service(settings_for("127.0.0.1", port), "127.0.0.1", port, background=False)
     try:
         deadline = time.monotonic() + 120
-        haproxies: list[psutil.Process] = []
-        while time.monotonic() < deadline and not haproxies:
-            haproxies = [
-                p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"
-            ]
+        listening: set[tuple[str, int]] = set()
+        # Ray reloads HAProxy as routes arrive (a new process takes over the sockets and the
+        # old one exits), so sockets are read from whichever HAProxy is alive at the time.
+        while time.monotonic() < deadline and ("127.0.0.1", port) not in listening:
+            listening = set()
+            for proc in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if proc.name() == "haproxy":
+                        listening |= _listening(proc.pid)
             time.sleep(0.2)
-        assert haproxies, "Ray Serve started no HAProxy"
-        listening = set().union(*(_listening(p.pid) for p in haproxies))
-        assert ("127.0.0.1", port) in listening
+        assert ("127.0.0.1", port) in listening, f"no HAProxy listened on the API: {listening}"
         assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
         assert not {p for _, p in listening} & {8404, 9101}, listening
     finally:

@@ -175,15 +175,24 @@ def test_a_job_renders_on_two_gpu_actors_at_once_with_live_progress(
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
+@pytest.fixture
+def fresh_gpu_head(tmp_path: Path) -> Iterator[RayHead]:
+    """A head of its own: Serve, once shut down on a cluster, does not come back cleanly for
+    another `serve deploy` there."""
+    with ray_head(tmp_path / "head", num_cpus=4, num_gpus=2) as head:
+        yield head
+
+
 def test_serve_deploy_of_the_shipped_config_renders_jobs(
-    gpu_head: RayHead, gpu_service: ReframeService, tmp_path: Path, rife_weights: Path
+    fresh_gpu_head: RayHead, tmp_path: Path, rife_weights: Path
 ) -> None:
     """`serve deploy deploy/serve.yaml`, as the README shows it, brings the dispatcher with the
     API: a job accepted through it renders. (Settings reach the replicas through their
     environment here, as on a real cluster.)"""
-    gpu_service.stop()  # one Serve application per cluster: `serve deploy` replaces it
+    gpu_head = fresh_gpu_head
     port = free_port()
-    env = service_env(gpu_head, tmp_path, **render_settings(rife_weights))
+    url = f"http://127.0.0.1:{port}"
+    env = service_env(gpu_head, tmp_path, public_base_url=url, **render_settings(rife_weights))
     config = yaml.safe_load((ROOT / "deploy" / "serve.yaml").read_text())
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     # The replicas' settings, as cluster.yaml's env file gives every node its REFRAME_*.
@@ -198,7 +207,6 @@ def test_serve_deploy_of_the_shipped_config_renders_jobs(
         check=True,
         timeout=300,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
         while True:
