@@ -139,3 +139,36 @@ def limits_from_config_file(path: Path) -> dict[str, float]:
             if isinstance(amount, int | float):
                 limits[key] = limits.get(key, 0.0) + float(amount) * count
     return limits
+
+
+def reservable_memory(request_bytes: int, *, num_cpus: float, num_gpus: float) -> int:
+    """The memory each render actor may reserve: `request_bytes`, or 0 when reserving it would
+    leave the actors unschedulable for good.
+
+    A live node with the actor's CPUs/GPUs and that much memory takes the reservation. When no
+    live node could host an actor (its GPU nodes are still to be started by the autoscaler),
+    the reservation stands only if the autoscaler's node types advertise memory: one that
+    knows nothing of memory (Ray's fake multi-node provider, node types declaring only CPU and
+    GPU) finds no type for a request that names it, and the job would wait forever. Such an
+    actor is bounded by its GPU share instead, one GPU actor per GPU at the default.
+    """
+    import ray
+
+    if request_bytes <= 0:
+        return 0
+    wanted = {"CPU": num_cpus, "GPU": num_gpus}
+    hosts = [
+        node.get("Resources", {})
+        for node in ray.nodes()  # type: ignore[no-untyped-call]
+        if node.get("Alive")
+        and all(node.get("Resources", {}).get(k, 0.0) >= v for k, v in wanted.items() if v)
+    ]
+    if hosts:
+        return request_bytes
+    if _autoscaler_limits().get("memory", 0.0) >= request_bytes:
+        return request_bytes
+    log.warning(
+        "no live node can host a render actor yet and the autoscaler's node types advertise "
+        "no memory: actors reserve none (a request naming memory would never be scheduled)"
+    )
+    return 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from reframe.errors import InvalidMedia, RenderError
 from reframe.pipeline.actors import ChunkRenderer, EngineOptions, RenderSpec, WorkerConfig
+from reframe.pipeline.cluster import reservable_memory
 from reframe.pipeline.plan import Chunk, plan_timeline_chunks
 from reframe.pipeline.progress import ProgressCallback, ProgressMonitor, ReadyCallback, start_hub
 from reframe.sched import available_cpus
@@ -259,7 +260,11 @@ def run_render(
         )
         plan_seconds = time.perf_counter() - started
         pool = min(actors, len(chunks))
-        memory_per_actor = actor_memory_bytes(options, info.width, info.height)
+        memory_per_actor = reservable_memory(
+            actor_memory_bytes(options, info.width, info.height),
+            num_cpus=options.actor_cpus,
+            num_gpus=options.num_gpus,
+        )
         log.info(
             "render %s: %d source frames -> %d output frames in %d chunks on up to %d %s "
             "actors (%.2f GiB each)",
@@ -304,7 +309,7 @@ def run_render(
                 batch_size=1,
                 num_cpus=options.actor_cpus,
                 num_gpus=options.num_gpus,
-                memory=memory_per_actor,
+                memory=memory_per_actor or None,
             )
             for result in _result_rows(rendered):
                 if result.index in results:

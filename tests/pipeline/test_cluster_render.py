@@ -9,6 +9,7 @@ Ray gives a logical GPU render on the CPU, which only REFRAME_RENDER_ALLOW_CPU_F
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -298,10 +299,9 @@ def test_autoscaled_gpu_nodes_come_render_on_s3_and_go(
 
     def watch() -> None:
         while not stop.wait(1.0):
-            try:
+            # A dashboard too busy to answer this second is asked again the next.
+            with contextlib.suppress(Exception):
                 nodes.append(head.alive_nodes())
-            except subprocess.CalledProcessError:
-                continue
 
     with reframe_service(env, tmp_path / "service.log") as service:
         key = service.create_account("autoscale@example.com")

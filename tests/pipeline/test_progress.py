@@ -1,9 +1,13 @@
-"""Live progress inside a render, without Ray: the actor's reporter and the driver's monitor."""
+"""Live progress inside a render (the actor's reporter and the driver's monitor, without Ray),
+and the memory render actors reserve on the cluster they run on."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import pytest
 
 from reframe.pipeline.progress import ChunkReporter, ProgressHub, ProgressMonitor
 
@@ -86,3 +90,19 @@ def test_an_actor_given_a_gpu_on_a_node_without_cuda_fails_for_the_operator() ->
     assert (fallback.device, fallback.precision) == ("cpu", "fp32")
     on_cpu = EngineOptions(device="cpu")
     assert ChunkRenderer._engine_options(on_cpu, worker) is on_cpu
+
+
+@pytest.mark.ray
+def test_actors_reserve_memory_only_where_ray_could_ever_schedule_it(
+    ray_runtime: ModuleType,
+) -> None:
+    from reframe.pipeline.cluster import reservable_memory
+
+    gib = 1024**3
+    # A live node has the CPUs: the reservation stands (Ray packs no more actors than fit).
+    assert reservable_memory(2 * gib, num_cpus=1, num_gpus=0) == 2 * gib
+    # GPU actors on a cluster with no GPU node yet and an autoscaler that advertises no
+    # memory: a request naming memory could never be placed (seen: the autoscaler said "No
+    # available node types can fulfill resource request" and the job waited for good).
+    assert reservable_memory(2 * gib, num_cpus=1, num_gpus=1) == 0
+    assert reservable_memory(0, num_cpus=1, num_gpus=0) == 0
