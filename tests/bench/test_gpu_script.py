@@ -28,6 +28,10 @@ def load_run_module() -> ModuleType:
     return module
 
 
+# These read one run of the whole script in CPU mode (~20 s): not in `--fast`.
+_whole_script = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     """One quick CPU run through the shell wrapper: (printed JSON, written JSON)."""
@@ -52,6 +56,7 @@ def rows(report: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
     return [r for r in report["engine"] if all(r[k] == v for k, v in match.items())]
 
 
+@_whole_script
 def test_cpu_mode_runs_every_stage_and_writes_what_it_prints(
     cpu_run: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -64,6 +69,7 @@ def test_cpu_mode_runs_every_stage_and_writes_what_it_prints(
     assert set(written["stages_s"]) == {"engine", "vram", "pipeline", "cudagraph", "compile", "ray"}
 
 
+@_whole_script
 def test_engine_rows_cover_every_size_precision_and_mode(
     cpu_run: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -99,6 +105,7 @@ def test_engine_rows_cover_every_size_precision_and_mode(
     assert {r["scale"] for r in rows(report, size="720p")} == {1.0}
 
 
+@_whole_script
 def test_best_names_the_fastest_finished_mode(
     cpu_run: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -112,6 +119,7 @@ def test_best_names_the_fastest_finished_mode(
         assert best["mode"] in {r["mode"] for r in finished}
 
 
+@_whole_script
 def test_pipeline_renders_each_size_at_twice_the_rate(
     cpu_run: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -125,6 +133,7 @@ def test_pipeline_renders_each_size_at_twice_the_rate(
     assert report["ray"] == {"status": "skipped", "reason": "--ray off"}
 
 
+@_whole_script
 def test_vram_table_has_the_manifest_shape_and_stays_null_on_cpu(
     cpu_run: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:

@@ -83,6 +83,7 @@ def test_from_a_checkout_every_directory_uses_the_checkouts_var(tmp_path: Path) 
     assert not (elsewhere / "var").exists()
 
 
+@pytest.mark.slow  # three CLI processes in a laid-out site-packages (~6 s)
 def test_installed_the_home_is_the_user_data_dir_and_reframe_home_overrides(
     tmp_path: Path,
 ) -> None:

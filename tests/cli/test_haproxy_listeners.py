@@ -201,7 +201,10 @@ def test_a_launcher_left_in_the_environment_is_never_the_real_binary(
     # process environment, and wrapping that launcher applied its listener choice instead
     # of ours (seen: the configured metrics port never opened).
     stale = write_launcher(
-        tmp_path / "old", real_haproxy="/bin/false", host="127.0.0.1", stats_port=None,
+        tmp_path / "old",
+        real_haproxy="/bin/false",
+        host="127.0.0.1",
+        stats_port=None,
         metrics_port=None,
     )
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(stale))
