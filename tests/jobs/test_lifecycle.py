@@ -85,7 +85,7 @@ def test_failure_refunds_once_even_when_reported_twice(pg_sessions: sessionmaker
     assert len(refunds_of(pg_sessions, job_id)) == 1
     assert_ledger_matches(pg_sessions, account.id, paid=50)
     assert statuses(pg_sessions, job_id) == ["queued", "cold_start", "failed"]
-    got = [sub.get(timeout=1.0), sub.get(timeout=1.0), sub.get(timeout=0.05)]
+    got = [sub.get(timeout=10.0), sub.get(timeout=10.0), sub.get(timeout=0.05)]
     assert [e.status if e else None for e in got] == ["cold_start", "failed", None]
 
 
