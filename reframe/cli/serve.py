@@ -235,7 +235,8 @@ def start_service(
     try:
         if background:
             check_storage_reaches_every_node(settings)
-        settings = local_proxy_trust(settings, os.environ, ray.util.get_node_ip_address())
+        node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        settings = local_proxy_trust(settings, os.environ, node_ip)
         serve.start(http_options={"host": host, "port": port})
         # Settings cross into the replicas explicitly, so they serve exactly the configuration
         # this process validated, whatever their own environment holds; secrets excepted.
