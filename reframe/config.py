@@ -214,8 +214,9 @@ class Settings(BaseSettings):
     # Job lifecycle (reframe/jobs). Redis keys are namespaced so one server can host several
     # installs (and tests) side by side.
     redis_prefix: str = "reframe:"
-    # Token buckets per account or client address: sustained requests per second and burst size. Reads (GET) are
-    # cheap and polled; writes (POST/PUT/DELETE) start work, so they get a tighter bucket.
+    # Token buckets per account or client address: sustained requests per second and burst
+    # size. Reads (GET) are cheap and polled; writes (POST/PUT/DELETE) start work, so they get
+    # a tighter bucket.
     # A rate of 0 switches that bucket off.
     rate_limit_read_per_sec: float = 20.0
     rate_limit_read_burst: int = 60
