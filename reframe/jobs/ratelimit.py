@@ -160,7 +160,7 @@ Kind = Literal["read", "write"]
 
 
 class RequestLimits:
-    """The service's two buckets per account or client address: polled reads and work-starting writes."""
+    """Two buckets per account or client address: polled reads and work-starting writes."""
 
     def __init__(self, limiter: RateLimiter, read: RateLimit, write: RateLimit) -> None:
         self.limiter = limiter
