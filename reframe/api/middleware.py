@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from reframe.api.client_address import TrustedProxies, client_address
 from reframe.api.errors import rate_limited_response
 from reframe.errors import RateLimited
-from reframe.jobs.ratelimit import Kind, RequestLimits
+from reframe.jobs.ratelimit import Kind, RequestLimits, put_bounded
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -87,10 +87,7 @@ class RequestIdentity:
         except SQLAlchemyError:
             return None  # the route will meet the same database and say so; the address pays
         with self._lock:
-            self._owners[digest] = (owner, now + CREDENTIAL_TTL_SEC)
-            self._owners.move_to_end(digest)
-            while len(self._owners) > self._max_entries:
-                self._owners.popitem(last=False)
+            put_bounded(self._owners, digest, (owner, now + CREDENTIAL_TTL_SEC), self._max_entries)
         return owner
 
     def _lookup(self, kind: str, secret: str) -> str | None:

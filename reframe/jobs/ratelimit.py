@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from reframe.errors import RateLimited
 
@@ -58,6 +58,19 @@ class RateLimiter(Protocol):
     def take(self, key: str, limit: RateLimit, cost: float = 1.0) -> Decision: ...
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def put_bounded(table: OrderedDict[K, V], key: K, value: V, max_keys: int) -> None:
+    """Store `key` as the most recently used entry and drop the least recently used ones past
+    `max_keys`: constant time, however many keys a flood brings (the caller holds the lock)."""
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > max_keys:
+        table.popitem(last=False)
+
+
 class MemoryRateLimiter:
     """The buckets in this process, least recently used first: past `max_keys` the oldest is
     dropped in constant time (no scan), so a flood of new keys cannot grow the table without
@@ -77,10 +90,7 @@ class MemoryRateLimiter:
             now = self._clock()
             tokens, last = self._buckets.get(key, (float(limit.burst), now))
             tokens, decision = _refill_and_take(tokens, last, now, limit, cost)
-            self._buckets[key] = (tokens, now)
-            self._buckets.move_to_end(key)
-            while len(self._buckets) > self._max_keys:
-                self._buckets.popitem(last=False)
+            put_bounded(self._buckets, key, (tokens, now), self._max_keys)
             return decision
 
     def size(self) -> int:
@@ -282,10 +292,7 @@ class MemoryLoginThrottle:
             count += 1
             if count >= self._free:
                 until = now + _backoff(count, self._free, self._base, self._max)
-            self._records[key] = (count, until, now)
-            self._records.move_to_end(key)
-            while len(self._records) > self._max_keys:
-                self._records.popitem(last=False)
+            put_bounded(self._records, key, (count, until, now), self._max_keys)
             return 0.0
 
     def succeeded(self, email: str) -> None:
