@@ -82,7 +82,7 @@ def create_app(
     app.state.metrics = ProcessMetrics()
     app.state.rate_limits = RequestLimits.from_settings(settings)
     app.state.login_throttle = login_throttle(settings)
-    identity = RequestIdentity(
+    app.state.request_identity = RequestIdentity(
         app.state.read_sessionmaker,
         settings.trusted_proxy_networks,
         max_entries=settings.rate_limit_max_keys,
@@ -90,7 +90,7 @@ def create_app(
     app.add_middleware(
         RateLimitMiddleware,
         limits=app.state.rate_limits,
-        identity=identity,
+        identity=app.state.request_identity,
         metrics=app.state.metrics,
     )
     # Added last, so it runs first: it sees the rate limiter's 429s, and binds the request id

@@ -224,3 +224,5 @@ def test_the_in_process_bucket_table_stays_bounded(api_factory: ApiFactory) -> N
         with client_at(api, f"198.51.{n // 250}.{n % 250}") as client:
             client.get("/pricing/config", headers=fake_bearer())
     assert api.app.state.rate_limits.limiter.size() <= 50
+    # The remembered owners of the 300 made-up bearers, too.
+    assert 0 < api.app.state.request_identity.size() <= 50
