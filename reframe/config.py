@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from reframe.errors import ReframeError
 
 if TYPE_CHECKING:
+    from reframe.api.client_address import TrustedProxies
     from reframe.logs import LogSetup
 
 # A well-known value so that a development install works out of the box; `Settings` refuses
@@ -213,13 +214,29 @@ class Settings(BaseSettings):
     # Job lifecycle (reframe/jobs). Redis keys are namespaced so one server can host several
     # installs (and tests) side by side.
     redis_prefix: str = "reframe:"
-    # Per-API-key token buckets: sustained requests per second and burst size. Reads (GET) are
-    # cheap and polled; writes (POST/PUT/DELETE) start work, so they get a tighter bucket.
+    # Token buckets per account or client address: sustained requests per second and burst
+    # size. Reads (GET) are cheap and polled; writes (POST/PUT/DELETE) start work, so they get
+    # a tighter bucket.
     # A rate of 0 switches that bucket off.
     rate_limit_read_per_sec: float = 20.0
     rate_limit_read_burst: int = 60
     rate_limit_write_per_sec: float = 2.0
     rate_limit_write_burst: int = 20
+    # Buckets belong to a verified account, or else to the client's address (IPv6: its /64).
+    # Behind a load balancer or HAProxy every peer is the proxy: list the proxies' addresses
+    # or CIDRs (comma-separated) and X-Forwarded-For is read from them, and only from them.
+    trusted_proxies: str = ""
+    # The in-process limiter's table (no Redis): past this many buckets the least recently
+    # used is dropped, in constant time. With Redis each bucket expires once full again.
+    rate_limit_max_keys: int = Field(default=100_000, ge=1)
+    # Studio log-ins per email, from any address: this many attempts in a row are free, then
+    # each waits base * 2^n seconds, never more than the max, so a guesser is slowed to a
+    # crawl while the owner of the address always gets a turn within the max. A success, or
+    # a window without attempts, forgets them.
+    login_free_attempts: int = Field(default=5, ge=1)
+    login_backoff_base_sec: float = Field(default=1.0, gt=0)
+    login_backoff_max_sec: float = Field(default=300.0, gt=0)
+    login_failure_window_sec: float = Field(default=3600.0, gt=0)
     # Webhooks: destinations that resolve to private, loopback or link-local addresses are
     # refused (SSRF) unless an operator allows them (a self-hosted install on a LAN).
     webhook_allow_private: bool = False
@@ -277,6 +294,23 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        from reframe.api.client_address import TrustedProxies
+
+        try:
+            TrustedProxies.parse(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> TrustedProxies:
+        from reframe.api.client_address import TrustedProxies
+
+        return TrustedProxies.parse(self.trusted_proxies)
 
     @property
     def exposed(self) -> bool:

@@ -39,7 +39,7 @@ def create_app(
     The database must already be migrated (reframe.db.migrate): the app never changes schema.
     """
     from reframe.api.errors import error_responses, install_error_handlers
-    from reframe.api.middleware import RateLimitMiddleware
+    from reframe.api.middleware import RateLimitMiddleware, RequestIdentity
     from reframe.api.observability import ObservabilityMiddleware
     from reframe.api.observability import router as metrics_router
     from reframe.api.routes import jobs, me, pricing, projects, share, uploads
@@ -47,7 +47,7 @@ def create_app(
     from reframe.jobs.events import event_bus
     from reframe.jobs.lifecycle import JobLifecycle
     from reframe.jobs.progress import progress_store
-    from reframe.jobs.ratelimit import RequestLimits
+    from reframe.jobs.ratelimit import RequestLimits, login_throttle
     from reframe.metrics import ProcessMetrics
     from reframe.storage import build_storage
 
@@ -80,8 +80,18 @@ def create_app(
         app.state.sessionmaker, bus=event_bus(settings), progress=app.state.progress
     )
     app.state.metrics = ProcessMetrics()
+    app.state.rate_limits = RequestLimits.from_settings(settings)
+    app.state.login_throttle = login_throttle(settings)
+    app.state.request_identity = RequestIdentity(
+        app.state.read_sessionmaker,
+        settings.trusted_proxy_networks,
+        max_entries=settings.rate_limit_max_keys,
+    )
     app.add_middleware(
-        RateLimitMiddleware, limits=RequestLimits.from_settings(settings), metrics=app.state.metrics
+        RateLimitMiddleware,
+        limits=app.state.rate_limits,
+        identity=app.state.request_identity,
+        metrics=app.state.metrics,
     )
     # Added last, so it runs first: it sees the rate limiter's 429s, and binds the request id
     # before anything logs.

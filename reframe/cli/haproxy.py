@@ -56,7 +56,8 @@ def _rebind(line: str, address: str, port: str | None = None) -> str:
 def rewrite_config(
     text: str, *, host: str, stats_port: int | None, metrics_port: int | None
 ) -> str:
-    """Ray's HAProxy config with the stats and metrics listeners off or on `host` only."""
+    """Ray's HAProxy config with the stats and metrics listeners off or on `host` only, and
+    X-Forwarded-For added for the API."""
     address = _bind_address(host)
     wanted = {STATS_SECTION: stats_port, METRICS_SECTION: metrics_port}
     out: list[str] = []
@@ -73,6 +74,11 @@ def rewrite_config(
         elif address != "*" and _is_wildcard_bind(line):
             line = _rebind(line, address)
         out.append(line)
+        if line.strip() == "defaults":
+            # Tell the replicas who the client was: their peer is always HAProxy, which would
+            # put every client in one rate-limit bucket. They read the header only because
+            # `reframe serve` trusts this machine's addresses (local_proxy_trust).
+            out.append("    option forwardfor")
     return "\n".join(out) + "\n"
 
 

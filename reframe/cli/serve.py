@@ -112,6 +112,21 @@ def ray_serve_environment(
     return env
 
 
+def local_proxy_trust(settings: Settings, environ: Mapping[str, str], node_ip: str) -> Settings:
+    """`settings` for the replicas: behind Ray's HAProxy (the default), this machine's own
+    addresses are trusted proxies unless REFRAME_TRUSTED_PROXIES says otherwise.
+
+    Every request reaches a replica from HAProxy on this machine, which appends the client's
+    address to X-Forwarded-For (reframe.cli.haproxy); without trusting it, all clients would
+    share the rate-limit bucket of HAProxy's address. Only processes on this machine connect
+    from these addresses, and they could reach the database as well.
+    """
+    if settings.trusted_proxies or environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return settings
+    local = ["127.0.0.0/8", "::1", node_ip]
+    return settings.model_copy(update={"trusted_proxies": ", ".join(local)})
+
+
 # Ray's dashboard agent serves the job API on this fixed port; a second local Ray on the
 # machine cannot take it, and then no render could ever be submitted.
 RAY_AGENT_PORT = 52365
@@ -220,6 +235,8 @@ def start_service(
     try:
         if background:
             check_storage_reaches_every_node(settings)
+        node_ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        settings = local_proxy_trust(settings, os.environ, node_ip)
         serve.start(http_options={"host": host, "port": port})
         # Settings cross into the replicas explicitly, so they serve exactly the configuration
         # this process validated, whatever their own environment holds; secrets excepted.

@@ -10,12 +10,14 @@ would refuse a client whose requests all land on one of them, below the limit it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from reframe.errors import RateLimited
 
@@ -56,27 +58,43 @@ class RateLimiter(Protocol):
     def take(self, key: str, limit: RateLimit, cost: float = 1.0) -> Decision: ...
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def put_bounded(table: OrderedDict[K, V], key: K, value: V, max_keys: int) -> None:
+    """Store `key` as the most recently used entry and drop the least recently used ones past
+    `max_keys`: constant time, however many keys a flood brings (the caller holds the lock)."""
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > max_keys:
+        table.popitem(last=False)
+
+
 class MemoryRateLimiter:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    """The buckets in this process, least recently used first: past `max_keys` the oldest is
+    dropped in constant time (no scan), so a flood of new keys cannot grow the table without
+    bound. The dropped bucket is the one most likely full again anyway; if not, its owner gets
+    a fresh burst, which needs `max_keys` other clients in between."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, max_keys: int = 100_000
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max_keys = max_keys
 
     def take(self, key: str, limit: RateLimit, cost: float = 1.0) -> Decision:
         with self._lock:
             now = self._clock()
             tokens, last = self._buckets.get(key, (float(limit.burst), now))
             tokens, decision = _refill_and_take(tokens, last, now, limit, cost)
-            self._buckets[key] = (tokens, now)
-            if len(self._buckets) > 100_000:
-                self._forget_full(now, limit)
+            put_bounded(self._buckets, key, (tokens, now), self._max_keys)
             return decision
 
-    def _forget_full(self, now: float, limit: RateLimit) -> None:
-        # A bucket that has refilled completely is indistinguishable from a missing one.
-        full_after = limit.burst / limit.rate_per_sec
-        for key in [k for k, (_, last) in self._buckets.items() if now - last > full_after]:
-            del self._buckets[key]
+    def size(self) -> int:
+        return len(self._buckets)
 
 
 # KEYS[1] bucket hash; ARGV rate, burst, cost. Returns {allowed, remaining, retry_after} with
@@ -152,7 +170,7 @@ Kind = Literal["read", "write"]
 
 
 class RequestLimits:
-    """The service's two buckets per API key: polled reads and work-starting writes."""
+    """Two buckets per account or client address: polled reads and work-starting writes."""
 
     def __init__(self, limiter: RateLimiter, read: RateLimit, write: RateLimit) -> None:
         self.limiter = limiter
@@ -166,6 +184,9 @@ class RequestLimits:
             RateLimit(settings.rate_limit_read_per_sec, settings.rate_limit_read_burst),
             RateLimit(settings.rate_limit_write_per_sec, settings.rate_limit_write_burst),
         )
+
+    def enabled(self, kind: Kind) -> bool:
+        return (self.read if kind == "read" else self.write).enabled
 
     def check(self, key: str, kind: Kind) -> None:
         """Spend one token from `key`'s bucket or raise `RateLimited` (429, Retry-After)."""
@@ -189,7 +210,7 @@ class RequestLimits:
         if not decision.allowed:
             wait = max(1, math.ceil(decision.retry_after))
             raise RateLimited(
-                f"Too many {kind} requests for this API key: the limit is "
+                f"Too many {kind} requests from this account or address: the limit is "
                 f"{limit.rate_per_sec:g}/s with bursts of {limit.burst}. Retry in {wait}s "
                 "(see the Retry-After header); poll GET /jobs/{id} every 3-5 seconds.",
                 retry_after=wait,
@@ -203,4 +224,159 @@ def rate_limiter(settings: Settings) -> RateLimiter:
         return RedisRateLimiter(
             connect(settings.redis_url), prefix=settings.redis_prefix, url=settings.redis_url
         )
-    return MemoryRateLimiter()
+    return MemoryRateLimiter(max_keys=settings.rate_limit_max_keys)
+
+
+# -- per-email login throttle -------------------------------------------------------------------
+
+
+class LoginThrottle(Protocol):
+    """Attempts to log in as one email, counted from every address.
+
+    `attempt` either counts an attempt and returns 0.0, or refuses it (uncounted: hammering
+    a locked email does not lengthen its wait) and returns the seconds left. The first
+    `free_attempts` in a row pass; from then on each one sets a wait of
+    `base_sec * 2**(n - free_attempts)`, capped at `max_sec`. The cap is what keeps the
+    owner from being locked out: an attacker can slow them down, never shut them out for more
+    than `max_sec`. `succeeded` forgets the email's attempts; so does a quiet `window_sec`.
+    """
+
+    def attempt(self, email: str) -> float: ...
+
+    def succeeded(self, email: str) -> None: ...
+
+
+def _email_key(email: str) -> str:
+    # Neither Redis nor a memory dump needs the address itself.
+    return hashlib.sha256(email.encode("utf-8")).hexdigest()[:32]
+
+
+def _backoff(count: int, free: int, base: float, cap: float) -> float:
+    return min(cap, base * 2.0 ** min(count - free, 60))
+
+
+class MemoryLoginThrottle:
+    """The throttle in this process (embedded mode): per replica, bounded like the buckets."""
+
+    def __init__(
+        self,
+        *,
+        free_attempts: int,
+        base_sec: float,
+        max_sec: float,
+        window_sec: float,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._free, self._base, self._max, self._window = (
+            free_attempts,
+            base_sec,
+            max_sec,
+            window_sec,
+        )
+        self._max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        # email key -> (attempts counted, locked until, last counted attempt)
+        self._records: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+
+    def attempt(self, email: str) -> float:
+        key = _email_key(email)
+        with self._lock:
+            now = self._clock()
+            count, until, last = self._records.get(key, (0, 0.0, now))
+            if now - last > self._window:
+                count, until = 0, 0.0
+            if now < until:
+                return until - now
+            count += 1
+            if count >= self._free:
+                until = now + _backoff(count, self._free, self._base, self._max)
+            put_bounded(self._records, key, (count, until, now), self._max_keys)
+            return 0.0
+
+    def succeeded(self, email: str) -> None:
+        with self._lock:
+            self._records.pop(_email_key(email), None)
+
+    def size(self) -> int:
+        return len(self._records)
+
+
+# KEYS[1] the email's record; ARGV free, base, max, window. Returns the wait as a string ("0":
+# counted). Timed by the Redis server like the buckets, so replicas agree.
+_ATTEMPT_LUA = """
+local free = tonumber(ARGV[1])
+local base = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'n', 'until')
+local n = tonumber(state[1]) or 0
+local locked_until = tonumber(state[2]) or 0
+if now < locked_until then
+  return tostring(locked_until - now)
+end
+n = n + 1
+if n >= free then
+  local e = n - free
+  if e > 60 then e = 60 end
+  locked_until = now + math.min(cap, base * 2 ^ e)
+end
+redis.call('HSET', KEYS[1], 'n', n, 'until', tostring(locked_until))
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+return '0'
+"""
+
+
+class RedisLoginThrottle:
+    """The throttle in Redis, shared by every replica; a record expires `window_sec` after its
+    last counted attempt, so the key space is bounded by what was tried in that window."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "reframe:",
+        *,
+        free_attempts: int,
+        base_sec: float,
+        max_sec: float,
+        window_sec: float,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._script = client.register_script(_ATTEMPT_LUA)
+        self._args = [str(free_attempts), repr(base_sec), repr(max_sec), repr(window_sec)]
+
+    def _key(self, email: str) -> str:
+        return f"{self._prefix}login:{_email_key(email)}"
+
+    def attempt(self, email: str) -> float:
+        return float(self._script(keys=[self._key(email)], args=self._args))
+
+    def succeeded(self, email: str) -> None:
+        self._client.delete(self._key(email))
+
+
+def login_throttle(settings: Settings) -> LoginThrottle:
+    free, base = settings.login_free_attempts, settings.login_backoff_base_sec
+    cap, window = settings.login_backoff_max_sec, settings.login_failure_window_sec
+    if settings.redis_url:
+        from reframe.jobs._redis import connect
+
+        return RedisLoginThrottle(
+            connect(settings.redis_url),
+            prefix=settings.redis_prefix,
+            free_attempts=free,
+            base_sec=base,
+            max_sec=cap,
+            window_sec=window,
+        )
+    return MemoryLoginThrottle(
+        free_attempts=free,
+        base_sec=base,
+        max_sec=cap,
+        window_sec=window,
+        max_keys=settings.rate_limit_max_keys,
+    )

@@ -132,14 +132,11 @@ def rotate_key(session: Session, account_id: str) -> IssuedKey:
     return _mint_key(session, account_id)
 
 
-def authenticate(
-    session: Session, plaintext: str | None, *, now: datetime | None = None
-) -> Account:
-    """The account owning the live key `plaintext`, or Unauthorized (401)."""
-    if not plaintext:
-        raise Unauthorized(_MISSING_KEY)
-    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) < DISPLAY_PREFIX_LEN + 16:
-        raise Unauthorized(_INVALID_KEY)
+def _looks_like_a_key(plaintext: str) -> bool:
+    return plaintext.startswith(KEY_PREFIX) and len(plaintext) >= DISPLAY_PREFIX_LEN + 16
+
+
+def _matching_key(session: Session, plaintext: str) -> ApiKey | None:
     presented = hash_key(plaintext)
     # The account rides along in the same query: this runs on every request, polls included.
     candidates = session.scalars(
@@ -152,6 +149,29 @@ def authenticate(
         # compare_digest: the time taken does not reveal how much of the hash matched.
         if hmac.compare_digest(candidate.key_hash, presented):
             match = candidate
+    return match
+
+
+def key_owner(session: Session, plaintext: str) -> str | None:
+    """The account id of the live key `plaintext`, or None; reads only (the rate limiter's
+    question, asked before the route authenticates for real)."""
+    if not _looks_like_a_key(plaintext):
+        return None
+    match = _matching_key(session, plaintext)
+    if match is None or match.revoked_at is not None:
+        return None
+    return match.account_id
+
+
+def authenticate(
+    session: Session, plaintext: str | None, *, now: datetime | None = None
+) -> Account:
+    """The account owning the live key `plaintext`, or Unauthorized (401)."""
+    if not plaintext:
+        raise Unauthorized(_MISSING_KEY)
+    if not _looks_like_a_key(plaintext):
+        raise Unauthorized(_INVALID_KEY)
+    match = _matching_key(session, plaintext)
     if match is None or match.revoked_at is not None:
         raise Unauthorized(_INVALID_KEY)
     account = match.account

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,7 +26,14 @@ from sqlalchemy import delete, select
 
 from reframe.db.base import utcnow
 from reframe.db.models import Account, ApiKey, WebSession
-from reframe.errors import AccountDisabled, Conflict, Forbidden, InvalidInput, Unauthorized
+from reframe.errors import (
+    AccountDisabled,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    RateLimited,
+    Unauthorized,
+)
 from reframe.services import accounts
 
 if TYPE_CHECKING:
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from reframe.config import Settings
+    from reframe.jobs.ratelimit import LoginThrottle
 
 SESSION_COOKIE = "reframe_session"
 PRESESSION_COOKIE = "reframe_presession"
@@ -125,14 +134,36 @@ def sign_up(db: Session, settings: Settings, email: str, password: str) -> Accou
     return account
 
 
-def authenticate(db: Session, email: str, password: str) -> Account:
-    """The account for this email and password, or Unauthorized with one uniform message."""
+def authenticate(
+    db: Session, email: str, password: str, *, throttle: LoginThrottle | None = None
+) -> Account:
+    """The account for this email and password, or Unauthorized with one uniform message.
+
+    With `throttle`, each attempt for the email first asks it for a turn (RateLimited, 429,
+    when it must wait; the password is then not even checked), and a success resets it.
+    """
     failure = Unauthorized("Email or password is incorrect.")
     try:
         normalized = accounts.normalize_email(email)
     except InvalidInput:
         _spend_equal_time(password)
         raise failure from None
+    if throttle is not None:
+        wait = throttle.attempt(normalized)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise RateLimited(
+                f"Too many failed log-ins for this email. Try again in {seconds}s; after "
+                "repeated failures each wait doubles, up to a few minutes.",
+                retry_after=seconds,
+            )
+    account = _check_password(db, normalized, password, failure)
+    if throttle is not None:
+        throttle.succeeded(normalized)
+    return account
+
+
+def _check_password(db: Session, normalized: str, password: str, failure: Unauthorized) -> Account:
     if len(password) > MAX_PASSWORD_LENGTH:
         raise failure
     account = find_account_by_email(db, normalized)
@@ -193,6 +224,21 @@ def resolve_session(db: Session, token: str, *, now: datetime | None = None) -> 
     if account.disabled:
         raise AccountDisabled()
     return account
+
+
+def session_owner(db: Session, token: str, *, now: datetime | None = None) -> str | None:
+    """The account id of a live session token, or None; reads only (for the rate limiter)."""
+    if not token or len(token) > 128:
+        return None
+    now = now or utcnow()
+    row = db.execute(
+        select(WebSession.account_id, WebSession.expires_at).where(
+            WebSession.token_hash == _token_hash(token)
+        )
+    ).one_or_none()
+    if row is None or row.expires_at <= now:
+        return None
+    return str(row.account_id)
 
 
 def end_session(db: Session, token: str) -> None:

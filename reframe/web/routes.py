@@ -8,6 +8,7 @@ public share page are rendered from services on the server.
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from reframe.config import Settings
 from reframe.db.models import Account
-from reframe.errors import AccountDisabled, ReframeError
+from reframe.errors import AccountDisabled, RateLimited, ReframeError
 from reframe.services import ownership, web_auth
 from reframe.web import share as share_view
 from reframe.web.deps import DbDep, SettingsDep
@@ -249,11 +250,16 @@ def login(
         context["error"] = _EXPIRED_FORM
         return _anonymous_form(request, settings, "auth.html", context, status_code=403)
     try:
-        account = web_auth.authenticate(db, email, password)
+        account = web_auth.authenticate(
+            db, email, password, throttle=request.app.state.login_throttle
+        )
     except ReframeError as exc:
         db.rollback()
         context["error"] = exc.message
-        return _anonymous_form(request, settings, "auth.html", context, status_code=exc.status_code)
+        page = _anonymous_form(request, settings, "auth.html", context, status_code=exc.status_code)
+        if isinstance(exc, RateLimited):
+            page.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return page
     return _start_session_response(db, settings, account, _safe_next(next))
 
 

@@ -275,3 +275,29 @@ def test_a_served_api_on_loopback_has_no_haproxy_listener_elsewhere(
         assert not {p for _, p in listening} & {8404, 9101}, listening
     finally:
         service.stop()
+
+
+def test_rewrite_makes_haproxy_tell_the_replicas_who_the_client_was(
+    tmp_path: Path, ports: dict[str, int]
+) -> None:
+    # Without it every client reaches the replicas from HAProxy's address: one bucket for all.
+    raw = ray_config(
+        tmp_path, host="127.0.0.1", port=ports["api"], stats=8404, metrics=9101
+    ).read_text()
+    lines = rewrite_config(raw, host="127.0.0.1", stats_port=None, metrics_port=None).splitlines()
+    assert lines[lines.index("defaults") + 1] == "    option forwardfor"
+
+
+def test_serve_trusts_this_machine_as_proxy_only_behind_haproxy_and_unless_configured() -> None:
+    from reframe.cli.serve import local_proxy_trust
+    from reframe.config import Settings
+
+    plain = Settings()
+    trusted = local_proxy_trust(plain, {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, "192.0.2.7")
+    assert trusted.trusted_proxies == "127.0.0.0/8, ::1, 192.0.2.7"
+    assert len(trusted.trusted_proxy_networks.networks) == 3
+    assert local_proxy_trust(plain, {"RAY_SERVE_ENABLE_HA_PROXY": "0"}, "192.0.2.7") is plain
+    configured = Settings(trusted_proxies="10.0.0.0/8")
+    assert local_proxy_trust(configured, {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, "192.0.2.7") is (
+        configured
+    )
