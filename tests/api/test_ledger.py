@@ -164,3 +164,29 @@ def test_the_ledger_and_the_new_field_are_in_openapi(api: ApiHarness) -> None:
     field = schemas["JobPublic"]["properties"]["cancel_refund_xeconds"]
     assert "cancel_refund_xeconds" not in schemas["JobPublic"]["required"]  # additive
     assert field["examples"] == [2]
+
+
+def test_operator_refunds_are_refunds_and_adjustments_not_cancels(api: ApiHarness) -> None:
+    _, key = api.create_account(free=0, paid=20)
+    upload = api.upload(key)
+    life = api.app.state.lifecycle
+    done = start_job(api, key, upload, 120)
+    finish_with_output(api, done)
+    assert life.operator_refund(done, "customer complaint", operator="ops") == 2
+    partly = start_job(api, key, upload, 240)
+    processing(api, partly, 24, 48)
+    api.client.post(f"/jobs/{partly}/cancel", headers=auth(key))  # 2 of 4 back
+    assert life.operator_refund(partly, "goodwill", operator="ops") == 2  # the rest
+    entries = all_entries(api, key, limit=100)
+    shape = [(e["kind"], e["amount_xeconds"], e["job_id"]) for e in entries]
+    assert shape == [
+        ("adjustment", 2, partly),
+        ("cancel", 2, partly),
+        ("charge", -4, partly),
+        ("refund", 2, done),
+        ("charge", -2, done),
+        ("grant", 20, None),
+    ]
+    assert entries[3]["description"] == "Refund by the operator for a render at 120 fps (slomo, x2)"
+    assert "goodwill" not in str(entries)
+    assert sum(e["amount_xeconds"] for e in entries) == 20

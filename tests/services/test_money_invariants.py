@@ -409,6 +409,26 @@ def _check_invariants(
                 if operator:
                     assert refunds[0].delta == job.charged_xeconds
 
+        # GET /me/ledger's history: every entry once, newest first, summing to the balance, and
+        # a cancel's refund told apart from a failure's and the operator's.
+        for account_id in account_ids:
+            lines, total = ledger.history(session, account_id, limit=10_000, offset=0)
+            own = [e for e in entries if e.account_id == account_id]
+            assert total == len(lines) == len(own)
+            assert [line.entry_id for line in lines] == sorted((e.id for e in own), reverse=True)
+            assert sum(line.amount for line in lines) == ledger.balance(session, account_id).total
+            for line in lines:
+                job = all_jobs.get(line.job_id or "")
+                if line.kind is ledger.LedgerKind.CANCEL:
+                    assert job is not None
+                    assert job.status is JobStatus.CANCELLED
+                if job is None or line.kind is ledger.LedgerKind.CHARGE:
+                    continue
+                if job.status is JobStatus.FAILED:
+                    assert line.kind is ledger.LedgerKind.REFUND, line
+                elif job.status is JobStatus.CANCELLED and line.kind is ledger.LedgerKind.REFUND:
+                    assert job.id in shared.operator_refunded, line  # not the cancel's own
+
         for (account_id, key), job_ids in shared.key_jobs.items():
             assert len(job_ids) == 1, (key, job_ids)
             keyed = [
