@@ -13,7 +13,11 @@ to the scheduler, which is the point. Afterwards, for every account:
 - every failed job has exactly one refund of its whole charge; every cancelled job one refund of
   what it says it refunded (none when nothing was due); a done job none unless an operator
   refunded it; refunds never exceed the charge;
-- an Idempotency-Key names one job, whatever the number of retries and racing threads.
+- an Idempotency-Key names one job, whatever the number of retries and racing threads;
+- an end is final: a job reported done, failed or cancelled is still that (a done job is never
+  failed and refunded afterwards);
+- the account's history (GET /me/ledger's service) lists every entry once and sums to the
+  balance.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class Shared:
     key_jobs: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     granted: dict[tuple[str, CreditPool], int] = field(default_factory=lambda: defaultdict(int))
     operator_refunded: set[str] = field(default_factory=set)
+    # The end each job was reported to reach: an end state is final, so a done job is never
+    # failed (and refunded) later, nor a cancelled one.
+    ended: dict[str, JobStatus] = field(default_factory=dict)
     signups: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: list[BaseException] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -82,6 +89,10 @@ class Shared:
     def count(self, what: str) -> None:
         with self.lock:
             self.counts[what] += 1
+
+    def end(self, job_id: str, status: JobStatus) -> None:
+        with self.lock:
+            assert self.ended.setdefault(job_id, status) is status, (job_id, status)
 
 
 def _body_hash(payer: Payer, target_fps: int) -> str:
@@ -184,6 +195,7 @@ class World:
             return
         try:
             self.life.cancel(job.id, job.account_id)
+            self.shared.end(job.id, JobStatus.CANCELLED)
             self.shared.count("cancel")
         except Conflict:
             self.shared.count("cancel 409")
@@ -212,9 +224,12 @@ class World:
                 )
                 output_id = output.id
                 session.commit()
-            self.life.complete(claim.job_id, output_id, attempt=claim.attempt)
+            if self.life.complete(claim.job_id, output_id, attempt=claim.attempt):
+                self.shared.end(claim.job_id, JobStatus.DONE)
         elif outcome == "fail":
-            self.life.fail(claim.job_id, "the render failed", attempt=claim.attempt)
+            failed = self.life.fail(claim.job_id, "the render failed", attempt=claim.attempt)
+            if failed.changed:
+                self.shared.end(claim.job_id, JobStatus.FAILED)
         elif outcome == "lost":
             self.life.retry_or_fail(claim.job_id, claim.attempt, "node lost", MAX_ATTEMPTS)
         self.shared.count(f"render {outcome}")
@@ -225,7 +240,8 @@ class World:
         if job is None:
             return
         attempt = job.attempts if rng.random() < 0.7 else None
-        self.life.fail(job.id, "time limit reached", attempt=attempt)
+        if self.life.fail(job.id, "time limit reached", attempt=attempt).changed:
+            self.shared.end(job.id, JobStatus.FAILED)
         self.shared.count("fail")
 
     def operator_fail(self, rng: random.Random) -> None:
@@ -233,7 +249,9 @@ class World:
         if job is None:
             return
         try:
-            self.life.operator_fail(job.id, "stuck render, failing it", operator="test")
+            settled = self.life.operator_fail(job.id, "stuck render, failing it", operator="test")
+            if settled.changed:
+                self.shared.end(job.id, JobStatus.FAILED)
             self.shared.count("operator fail")
         except Conflict:
             self.shared.count("operator fail 409")
@@ -428,6 +446,9 @@ def _check_invariants(
                     assert line.kind is ledger.LedgerKind.REFUND, line
                 elif job.status is JobStatus.CANCELLED and line.kind is ledger.LedgerKind.REFUND:
                     assert job.id in shared.operator_refunded, line  # not the cancel's own
+
+        for job_id, status in shared.ended.items():
+            assert all_jobs[job_id].status is status, (job_id, status, all_jobs[job_id].status)
 
         for (account_id, key), job_ids in shared.key_jobs.items():
             assert len(job_ids) == 1, (key, job_ids)
