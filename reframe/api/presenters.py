@@ -12,6 +12,7 @@ from reframe.api.schemas import (
 )
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, Job, JobStatus, Project
+from reframe.jobs.refunds import due_on_cancel
 from reframe.services.projects import file_url
 from reframe.storage.base import Storage
 
@@ -95,6 +96,7 @@ def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
         started_at=job.started_at,
         finished_at=job.finished_at,
         events=[JobEventOut(status=e.status, at=e.at, message=e.message) for e in job.events],
+        cancel_refund_xeconds=due_on_cancel(job),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
+from reframe.services.ledger import LedgerKind
 
 T = TypeVar("T")
 
@@ -75,6 +76,93 @@ class BalanceOut(BaseModel):
     free_xeconds: int = Field(description="Free credit; renders paid with it are watermarked")
     paid_xeconds: int = Field(description="Paid credit; renders paid with it are clean")
     total_xeconds: int
+
+
+class LedgerEntryOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entry_id": 42,
+                    "kind": "charge",
+                    "amount_xeconds": -2,
+                    "pool": "paid",
+                    "job_id": "5b7d0c0e3f8a4c7f9d1e2a3b4c5d6e7f",
+                    "description": "Charge for a render at 120 fps (slomo, x2)",
+                    "created_at": "2026-12-03T16:20:00Z",
+                }
+            ]
+        }
+    )
+
+    entry_id: int = Field(description="Increases with every entry; newer entries have larger ids")
+    kind: LedgerKind = Field(
+        description=(
+            "signup: the signup credit; grant: credit added by the operator; purchase: a "
+            "credit pack; charge: a render accepted; refund: a failed render given back, or an "
+            "operator's refund; cancel: what your cancel gave back; adjustment: an operator's "
+            "correction"
+        )
+    )
+    amount_xeconds: int = Field(
+        description="Signed: negative takes xeconds from the pool, positive gives them"
+    )
+    pool: CreditPool = Field(description="The pool it moved: free (watermarked) or paid")
+    job_id: str | None = Field(description="The render it belongs to; null for credit")
+    description: str = Field(description="One line for people")
+    created_at: datetime
+
+
+class LedgerPage(Page[LedgerEntryOut]):
+    """Entries newest first. The balance is the sum of every entry on every page."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "entry_id": 43,
+                            "kind": "cancel",
+                            "amount_xeconds": 2,
+                            "pool": "paid",
+                            "job_id": "5b7d0c0e3f8a4c7f9d1e2a3b4c5d6e7f",
+                            "description": (
+                                "Refund of the whole charge: you cancelled a render at 120 fps "
+                                "(slomo, x2)"
+                            ),
+                            "created_at": "2026-12-03T16:21:00Z",
+                        },
+                        {
+                            "entry_id": 42,
+                            "kind": "charge",
+                            "amount_xeconds": -2,
+                            "pool": "paid",
+                            "job_id": "5b7d0c0e3f8a4c7f9d1e2a3b4c5d6e7f",
+                            "description": "Charge for a render at 120 fps (slomo, x2)",
+                            "created_at": "2026-12-03T16:20:00Z",
+                        },
+                        {
+                            "entry_id": 7,
+                            "kind": "signup",
+                            "amount_xeconds": 30,
+                            "pool": "free",
+                            "job_id": None,
+                            "description": "Signup credit",
+                            "created_at": "2026-12-01T09:00:00Z",
+                        },
+                    ],
+                    "total": 3,
+                    "limit": 20,
+                    "offset": 0,
+                    "next_offset": None,
+                    "balance": {"free_xeconds": 30, "paid_xeconds": 0, "total_xeconds": 30},
+                }
+            ]
+        }
+    )
+
+    balance: BalanceOut = Field(description="Now: the sum of all entries, per pool")
 
 
 class ApiKeyInfo(BaseModel):
@@ -313,6 +401,15 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     events: list[JobEventOut]
+    cancel_refund_xeconds: int | None = Field(
+        default=None,
+        description=(
+            "What POST /jobs/{id}/cancel would refund now: the whole charge before frames "
+            "flow, the share of the frames not yet rendered while processing; null once the "
+            "job has ended (it can no longer be cancelled)"
+        ),
+        examples=[2],
+    )
 
 
 class JobEventOut(BaseModel):

@@ -24,13 +24,37 @@ _NOTHING_RENDERED = (
 )
 
 
-def unrendered_share(job: Job) -> int:
-    """Xeconds for the frames not rendered yet, rounded in the customer's favour."""
-    if job.status in _NOTHING_RENDERED or not job.frames_total:
+def unrendered_share(
+    job: Job, frames_done: int | None = None, frames_total: int | None = None
+) -> int:
+    """Xeconds for the frames not rendered yet, rounded in the customer's favour.
+
+    `frames_done`/`frames_total` default to the row's; a caller that knows newer progress
+    (the live store) passes it.
+    """
+    total = job.frames_total if frames_total is None else frames_total
+    if job.status in _NOTHING_RENDERED or not total:
         return job.charged_xeconds
-    done = min(max(job.frames_done or 0, 0), job.frames_total)
-    rendered = math.floor(job.charged_xeconds * done / job.frames_total)
+    done_so_far = job.frames_done if frames_done is None else frames_done
+    done = min(max(done_so_far or 0, 0), total)
+    rendered = math.floor(job.charged_xeconds * done / total)
     return job.charged_xeconds - rendered
+
+
+def due_on_cancel(
+    job: Job, frames_done: int | None = None, frames_total: int | None = None
+) -> int | None:
+    """What a cancel now would give back (GET /jobs/{id}): None once the job has ended.
+
+    The same arithmetic as the cancel itself (the unrendered share, capped as `refund` caps
+    it), so the number shown is the number refunded at the same progress.
+    """
+    if job.status.is_terminal:
+        return None
+    if job.refunded_xeconds > 0:
+        return 0
+    left = job.charged_xeconds - job.refunded_xeconds
+    return max(0, min(unrendered_share(job, frames_done, frames_total), left))
 
 
 def refund(session: Session, job: Job, amount: int, note: str) -> int:

@@ -6,12 +6,14 @@ together or not at all.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reframe.db.models import CreditPool, LedgerEntry, LedgerReason
+from reframe.db.models import CreditPool, Job, JobStatus, LedgerEntry, LedgerReason
 from reframe.errors import InvalidInput
 
 
@@ -71,3 +73,111 @@ def grant(
     if xeconds <= 0:
         raise InvalidInput(f"xeconds to grant must be a positive whole number; got {xeconds}")
     return append(session, account_id, pool=pool, delta=xeconds, reason=reason, note=note)
+
+
+# --- the account's own history (GET /me/ledger) -----------------------------------------------
+
+
+# `cancel` and `refund` are both a job's one JOB_REFUND row; they differ by what gave the
+# credit back (the owner's cancel; a failure or the operator), which the owner tells apart.
+class LedgerKind(enum.StrEnum):
+    """What a ledger entry was: credit in, a render's charge, or credit given back."""
+
+    SIGNUP = "signup"
+    GRANT = "grant"
+    PURCHASE = "purchase"
+    CHARGE = "charge"
+    REFUND = "refund"
+    CANCEL = "cancel"
+    ADJUSTMENT = "adjustment"
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    entry_id: int
+    kind: LedgerKind
+    amount: int  # signed, as stored: a charge is negative
+    pool: CreditPool
+    job_id: str | None
+    description: str
+    created_at: datetime
+
+
+_KINDS = {
+    LedgerReason.SIGNUP: LedgerKind.SIGNUP,
+    LedgerReason.GRANT: LedgerKind.GRANT,
+    LedgerReason.PURCHASE: LedgerKind.PURCHASE,
+    LedgerReason.JOB_CHARGE: LedgerKind.CHARGE,
+    LedgerReason.JOB_REFUND: LedgerKind.REFUND,
+    LedgerReason.ADJUSTMENT: LedgerKind.ADJUSTMENT,
+}
+
+
+def _kind(entry: LedgerEntry, job: Job | None) -> LedgerKind:
+    if entry.reason is not LedgerReason.JOB_REFUND or job is None:
+        return _KINDS[entry.reason]
+    # A refund is written only when a job ends or after (reframe.jobs.refunds). The cancel's
+    # is written in the transaction that ends the job, so it is not later than finished_at; an
+    # operator's refund of a job already cancelled comes after it.
+    by_cancel = job.status is JobStatus.CANCELLED and (
+        job.finished_at is None or entry.created_at <= job.finished_at
+    )
+    return LedgerKind.CANCEL if by_cancel else LedgerKind.REFUND
+
+
+def _describe(kind: LedgerKind, entry: LedgerEntry, job: Job | None) -> str:
+    # Built from the entry's kind and its job, never from `note`: notes are written by
+    # operators and by failure handling for the operator's eyes.
+    render = f"render at {job.target_fps} fps ({job.band}, x{job.multiplier})" if job else "render"
+    if kind is LedgerKind.CHARGE:
+        return f"Charge for a {render}"
+    if kind is LedgerKind.CANCEL:
+        whole = job is not None and entry.delta >= job.charged_xeconds
+        part = "the whole charge" if whole else "the frames not rendered"
+        return f"Refund of {part}: you cancelled a {render}"
+    if kind is LedgerKind.REFUND:
+        if job is not None and job.status is JobStatus.FAILED:
+            return f"Refund: a {render} failed"
+        return f"Refund by the operator for a {render}"
+    if kind is LedgerKind.ADJUSTMENT:
+        return f"Adjustment by the operator for a {render}" if job else "Adjustment by the operator"
+    return {
+        LedgerKind.SIGNUP: "Signup credit",
+        LedgerKind.GRANT: "Credit granted by the operator",
+        LedgerKind.PURCHASE: "Credit pack purchased",
+    }[kind]
+
+
+def history(
+    session: Session, account_id: str, *, limit: int, offset: int
+) -> tuple[list[LedgerLine], int]:
+    """One page of the account's entries, newest first, and how many there are in all.
+
+    Newest by id: ids follow insertion, while `created_at` comes from each writer's clock.
+    """
+    total = session.scalar(
+        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.account_id == account_id)
+    )
+    rows = session.execute(
+        select(LedgerEntry, Job)
+        .outerjoin(Job, Job.id == LedgerEntry.job_id)
+        .where(LedgerEntry.account_id == account_id)
+        .order_by(LedgerEntry.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    lines = []
+    for entry, job in rows:
+        kind = _kind(entry, job)
+        lines.append(
+            LedgerLine(
+                entry_id=entry.id,
+                kind=kind,
+                amount=entry.delta,
+                pool=entry.pool,
+                job_id=entry.job_id,
+                description=_describe(kind, entry, job),
+                created_at=entry.created_at,
+            )
+        )
+    return lines, int(total or 0)

@@ -180,6 +180,9 @@ def test_sign_up_key_upload_estimate_render_share(
     # No dispatcher runs here, so the render is still waiting: cancelling it refunds it all.
     job = page.locator("article.job")
     expect(job).to_have_attribute("data-status", re.compile("^(queued|no_workers)$"))
+    expect(job.locator("[data-role=cancel-status]")).to_have_text(
+        "Cancelling now refunds 2 xeconds."
+    )
     job.get_by_role("button", name="Cancel render").click()
     expect(job).to_have_attribute("data-status", "cancelled")
     expect(job.locator("[data-role=refund]")).to_have_text(
@@ -192,6 +195,12 @@ def test_sign_up_key_upload_estimate_render_share(
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{studio.base_url}/studio")
     expect(page.locator("#balance-free")).to_have_text("30")
+    # The credit history, newest first: the cancel's refund, the charge, the signup gift.
+    rows = page.locator("#ledger-entries tbody tr")
+    expect(rows).to_have_count(3)
+    for row, (kind, amount) in enumerate((("cancel", "+2"), ("charge", "-2"), ("signup", "+30"))):
+        expect(rows.nth(row)).to_have_attribute("data-kind", kind)
+        expect(rows.nth(row).locator("[data-role=amount]")).to_have_text(amount)
     overflow = page.evaluate(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )

@@ -24,6 +24,7 @@ from reframe.api.routes.me import balance_out
 from reframe.api.schemas import MAX_PAGE_OFFSET, JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
 from reframe.jobs.progress import ProgressStore, overlay_live
+from reframe.jobs.refunds import due_on_cancel
 from reframe.services import jobs, ownership
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -117,12 +118,15 @@ def with_live_progress(store: ProgressStore, job: Job, out: JobPublic) -> JobPub
     if live is None:
         return out
     progress, frames_done, eta_sec = overlay_live(job, live)
+    frames_total = out.frames_total or live.frames_total
     return out.model_copy(
         update={
             "progress": progress,
             "frames_done": frames_done,
-            "frames_total": out.frames_total or live.frames_total,
+            "frames_total": frames_total,
             "eta_sec": eta_sec,
+            # The cancel bills from the same live progress (JobLifecycle.cancel).
+            "cancel_refund_xeconds": due_on_cancel(job, frames_done, frames_total),
         }
     )
 

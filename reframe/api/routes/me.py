@@ -1,12 +1,23 @@
-"""The caller's own account: profile, balance, and API key rotation."""
+"""The caller's own account: profile, balance, where the credits went, and API key rotation."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from reframe.api.deps import CurrentAccount, SessionDep
 from reframe.api.errors import error_responses
-from reframe.api.schemas import AccountOut, ApiKeyCreated, ApiKeyInfo, BalanceOut, MeOut
+from reframe.api.schemas import (
+    MAX_PAGE_OFFSET,
+    AccountOut,
+    ApiKeyCreated,
+    ApiKeyInfo,
+    BalanceOut,
+    LedgerEntryOut,
+    LedgerPage,
+    MeOut,
+)
 from reframe.services import accounts, ledger
 from reframe.services.ledger import Balance
 
@@ -35,6 +46,46 @@ def read_me(account: CurrentAccount, session: SessionDep) -> MeOut:
         )
         if key
         else None,
+    )
+
+
+@router.get(
+    "/ledger",
+    response_model=LedgerPage,
+    summary="List where your credits went: grants, signup credit, charges, refunds, cancels",
+    description=(
+        "Every xecond in or out of your balance, newest first, paginated like GET /jobs "
+        "(`limit`, `offset`, `next_offset`). Each entry has its signed amount, the pool it "
+        "moved (free or paid), the job it belongs to and when. The sum of all entries of a "
+        "pool is that pool's balance, returned alongside as `balance`."
+    ),
+    responses=error_responses(400),
+)
+def read_ledger(
+    account: CurrentAccount,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
+) -> LedgerPage:
+    lines, total = ledger.history(session, account.id, limit=limit, offset=offset)
+    return LedgerPage(
+        items=[
+            LedgerEntryOut(
+                entry_id=line.entry_id,
+                kind=line.kind,
+                amount_xeconds=line.amount,
+                pool=line.pool,
+                job_id=line.job_id,
+                description=line.description,
+                created_at=line.created_at,
+            )
+            for line in lines
+        ],
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_offset=offset + len(lines) if offset + len(lines) < total else None,
+        balance=balance_out(ledger.balance(session, account.id)),
     )
 
 

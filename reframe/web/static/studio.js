@@ -536,12 +536,71 @@
     container.append(el("div", { class: "table-wrap" }, table));
   }
 
+  // -- credit history (GET /me/ledger) ---------------------------------------------------------
+
+  const LEDGER_PAGE = 10;
+  const LEDGER_KIND_TEXT = {
+    signup: "Signup credit",
+    grant: "Credit added",
+    purchase: "Credit pack",
+    charge: "Render charge",
+    refund: "Refund",
+    cancel: "Cancel refund",
+    adjustment: "Adjustment",
+  };
+  const ledgerState = { offset: 0 };
+
+  async function loadLedger(offset = ledgerState.offset) {
+    const container = document.getElementById("ledger-entries");
+    if (!container) return;
+    const page = await api("GET", `/me/ledger?limit=${LEDGER_PAGE}&offset=${offset}`);
+    ledgerState.offset = page.offset;
+    const items = page.items || [];
+    container.replaceChildren();
+    const older = document.getElementById("ledger-older");
+    const newer = document.getElementById("ledger-newer");
+    older.disabled = page.next_offset == null;
+    newer.disabled = page.offset === 0;
+    if (!items.length) {
+      setText("ledger-range", "");
+      container.append(el("p", { class: "muted", text: "No credit movements yet." }));
+      return;
+    }
+    setText("ledger-range", `${page.offset + 1}–${page.offset + items.length} of ${page.total}`);
+    const head = el("tr", {}, ...["When", "What", "Xeconds", "Pool"].map((t) => el("th", { scope: "col", text: t })));
+    const body = el("tbody");
+    for (const entry of items) {
+      const amount = entry.amount_xeconds;
+      body.append(
+        el(
+          "tr",
+          { "data-entry-id": String(entry.entry_id), "data-kind": entry.kind },
+          el("td", { class: "small", text: fmtDate(entry.created_at) }),
+          el("td", {}, el("div", { text: LEDGER_KIND_TEXT[entry.kind] || entry.kind }), el("div", { class: "small muted", text: entry.description })),
+          el("td", { class: amount < 0 ? "amount minus" : "amount plus", "data-role": "amount", text: amount > 0 ? `+${amount}` : String(amount) }),
+          el("td", { text: entry.pool }),
+        ),
+      );
+    }
+    container.append(el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, head), body)));
+  }
+
+  function initLedger() {
+    const older = document.getElementById("ledger-older");
+    const newer = document.getElementById("ledger-newer");
+    if (!older || !newer) return;
+    const go = (offset) => loadLedger(Math.max(0, offset)).catch((error) => showPageError(error.message));
+    older.addEventListener("click", () => go(ledgerState.offset + LEDGER_PAGE));
+    newer.addEventListener("click", () => go(ledgerState.offset - LEDGER_PAGE));
+  }
+
   async function initDashboard() {
     initKeyButton();
     initUpload();
     initRender();
     initCopyButtons();
-    const results = await Promise.allSettled([loadMe(), loadPricing(), loadProjects()]);
+    initLedger();
+    const results = await Promise.allSettled([loadMe(), loadPricing(), loadProjects(), loadLedger(0)]);
     const failed = results.find((r) => r.status === "rejected");
     if (failed) showPageError(failed.reason.message);
   }
@@ -609,7 +668,8 @@
 
   function cancelButton(job, focus) {
     const button = el("button", { type: "button", class: "danger", "data-role": "cancel" }, "Cancel render");
-    const status = el("p", { class: "small", role: "status", "data-role": "cancel-status" });
+    const due = job.cancel_refund_xeconds;
+    const status = el("p", { class: "small", role: "status", "data-role": "cancel-status", text: due == null ? "" : `Cancelling now refunds ${fmtXeconds(due)}.` });
     button.addEventListener("click", async () => {
       button.disabled = true;
       status.textContent = "Cancelling…";

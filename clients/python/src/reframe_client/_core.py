@@ -72,6 +72,7 @@ class Route(Generic[T]):
 
 ME = Route("GET", "/me", m.Me, idempotent=True)
 ROTATE_KEY = Route("POST", "/me/api-key", m.NewApiKey)
+LEDGER = Route("GET", "/me/ledger", m.LedgerPage, idempotent=True)
 PRICING_CONFIG = Route("GET", "/pricing/config", m.PricingConfig, public=True, idempotent=True)
 ESTIMATE = Route(
     "POST", "/pricing/estimate", m.Estimate, m.EstimateBody, public=True, idempotent=True
@@ -96,6 +97,7 @@ GET_SHARE = Route("GET", "/share/{token}", m.SharedProject, public=True, idempot
 ROUTES: tuple[Route[Any], ...] = (
     ME,
     ROTATE_KEY,
+    LEDGER,
     PRICING_CONFIG,
     ESTIMATE,
     PRESIGN,

@@ -117,6 +117,18 @@ class AsyncReframe:
     async def me(self) -> m.Me:
         return await self._run(self._core.call(c.ME))
 
+    async def ledger(self, limit: int = 20, offset: int = 0) -> m.LedgerPage:
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
+        return await self._run(self._core.call(c.LEDGER, params=params))
+
+    async def iter_ledger(self, page_size: int = 100) -> AsyncIterator[m.LedgerEntry]:
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.ledger(limit=page_size, offset=offset)
+            for entry in page.items:
+                yield entry
+            offset = page.next_offset
+
     async def rotate_api_key(self) -> m.NewApiKey:
         created = await self._run(self._core.call(c.ROTATE_KEY))
         self._core.api_key = created.api_key

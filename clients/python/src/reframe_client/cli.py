@@ -214,6 +214,8 @@ def cmd_jobs(client: Reframe, args: argparse.Namespace, out: Console, err: Conso
             f"charged: {job.charged_xeconds} xeconds ({job.payment_kind.value}), "
             f"refunded: {job.refunded_xeconds}"
         )
+        if job.cancel_refund_xeconds is not None:
+            out.print(f"cancelling now refunds: {job.cancel_refund_xeconds} xeconds")
         if job.error:
             out.print(f"error: {job.error}")
         if job.output_url:
@@ -303,6 +305,33 @@ def cmd_me(client: Reframe, args: argparse.Namespace, out: Console, err: Console
     return 0
 
 
+def cmd_ledger(client: Reframe, args: argparse.Namespace, out: Console, err: Console) -> int:
+    page = client.ledger(limit=args.limit, offset=args.offset)
+    if args.json:
+        _print_json(out, page)
+        return 0
+    b = page.balance
+    out.print(f"balance: {b.total_xeconds} xeconds ({b.paid_xeconds} paid, {b.free_xeconds} free)")
+    if not page.items:
+        out.print("no entries" if page.total == 0 else f"no entries past {page.offset}")
+        return 0
+    first, last = page.offset + 1, page.offset + len(page.items)
+    table = Table(title=f"ledger {first}-{last} of {page.total}, newest first")
+    for column in ("when", "kind", "xeconds", "pool", "job_id", "description"):
+        table.add_column(column, justify="right" if column == "xeconds" else "left")
+    for entry in page.items:
+        table.add_row(
+            entry.created_at.strftime("%Y-%m-%d %H:%M"),
+            entry.kind.value,
+            f"{entry.amount_xeconds:+d}",
+            entry.pool.value,
+            entry.job_id or "-",
+            entry.description,
+        )
+    out.print(table)
+    return 0
+
+
 # --- arguments --------------------------------------------------------------------------------
 
 
@@ -362,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revoke", action="store_true", help="revoke the live link instead")
 
     command("me", cmd_me, "show the account, its balance and its key")
+
+    p = command("ledger", cmd_ledger, "show where the credits went, newest first")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--offset", type=int, default=0)
     return parser
 
 

@@ -123,6 +123,19 @@ class Reframe:
         """Profile, balance (free and paid xeconds) and the key's metadata."""
         return self._run(self._core.call(c.ME))
 
+    def ledger(self, limit: int = 20, offset: int = 0) -> m.LedgerPage:
+        """One page of where the credits went (grants, signup credit, charges, refunds,
+        cancels), newest first, with the balance they sum to."""
+        return self._run(self._core.call(c.LEDGER, params={"limit": limit, "offset": offset}))
+
+    def iter_ledger(self, page_size: int = 100) -> Iterator[m.LedgerEntry]:
+        """Every ledger entry of the account, newest first, page by page."""
+        offset: int | None = 0
+        while offset is not None:
+            page = self.ledger(limit=page_size, offset=offset)
+            yield from page.items
+            offset = page.next_offset
+
     def rotate_api_key(self) -> m.NewApiKey:
         """A new key; the one this client uses stops working (the client switches over)."""
         created = self._run(self._core.call(c.ROTATE_KEY))

@@ -38,6 +38,9 @@ __all__ = [
     "JobPage",
     "JobStatus",
     "JobSummary",
+    "LedgerEntry",
+    "LedgerKind",
+    "LedgerPage",
     "Limits",
     "Me",
     "NewApiKey",
@@ -77,6 +80,18 @@ class JobStatus(enum.StrEnum):
 class CreditPool(enum.StrEnum):
     FREE = "free"
     PAID = "paid"
+
+
+class LedgerKind(enum.StrEnum):
+    """What a ledger entry was (`GET /me/ledger`)."""
+
+    SIGNUP = "signup"
+    GRANT = "grant"
+    PURCHASE = "purchase"
+    CHARGE = "charge"
+    REFUND = "refund"
+    CANCEL = "cancel"
+    ADJUSTMENT = "adjustment"
 
 
 class FileRole(enum.StrEnum):
@@ -353,6 +368,8 @@ class Job:
     finished_at: datetime | None
     events: list[JobEvent]
     source_variable_frame_rate: bool | None = None
+    # What cancelling now would refund; None once the job has ended.
+    cancel_refund_xeconds: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +404,25 @@ class JobPage(_Page):
 class ProjectPage(_Page):
     SCHEMA: ClassVar[str] = "Page_ProjectPublic_"
     items: list[Project]
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerEntry:
+    SCHEMA: ClassVar[str] = "LedgerEntryOut"
+    entry_id: int
+    kind: LedgerKind
+    amount_xeconds: int  # signed: a charge is negative
+    pool: CreditPool
+    job_id: str | None
+    description: str
+    created_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerPage(_Page):
+    SCHEMA: ClassVar[str] = "LedgerPage"
+    items: list[LedgerEntry]
+    balance: Balance  # now; the sum of every entry on every page
 
 
 # --- shares -----------------------------------------------------------------------------------
