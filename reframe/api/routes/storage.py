@@ -146,7 +146,11 @@ _INERT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy"
 def _check_writable(request: Request, key: str) -> None:
     from reframe.services import uploads
 
-    with request.app.state.read_sessionmaker() as session:
+    # The storage router mounted on its own (no database) has no upload rows to seal.
+    sessions = getattr(request.app.state, "read_sessionmaker", None)
+    if sessions is None:
+        return
+    with sessions() as session:
         uploads.check_writable(session, key)
 
 
