@@ -338,3 +338,51 @@ def test_local_storage_refuses_a_put_to_a_verified_upload(
     )
     assert resp.status_code == 409
     assert "presign a new upload" in resp.json()["detail"]
+
+
+def test_an_upload_verified_before_pins_is_pinned_as_priced_and_never_reprobed(
+    api: ApiHarness, clips: tuple[Path, Path]
+) -> None:
+    """Files verified before migration 0006 have a probe and a version but no pinned copy:
+    the version that was priced is pinned on next use, and any other version is refused."""
+    short, long = clips
+    _, key = api.create_account(free=0, paid=10_000)
+    storage = api.app.state.storage
+
+    def legacy_upload() -> dict[str, Any]:
+        up = api.presign(key, "clip.mp4")
+        assert _put(api, up, short) == 200
+        _estimate(api, key, up)
+        with api.db.session() as session:
+            row = session.scalar(select(File).where(File.storage_key == up["key"]))
+            assert row is not None
+            assert row.pinned_key is not None
+            # As 0005 left it: the object still under the upload key, its version, no pin.
+            storage.upload_file(short, up["key"], "video/mp4")
+            info = storage.head(up["key"])
+            assert info is not None
+            storage.delete(row.pinned_key)
+            row.pinned_key = row.content_sha256 = None
+            row.object_version = info.version
+            session.commit()
+        return up
+
+    up = legacy_upload()
+    body = _estimate(api, key, up)
+    assert body["video"]["frame_count"] == SHORT_FRAMES
+    with api.db.session() as session:
+        row = session.scalar(select(File).where(File.storage_key == up["key"]))
+        assert row is not None
+        assert row.content_sha256 == _sha(short.read_bytes())
+        assert row.pinned_key is not None
+    assert storage.head(up["key"]) is None
+
+    changed = legacy_upload()
+    storage.upload_file(long, changed["key"], "video/mp4")  # replaced after it was priced
+    resp = api.client.post(
+        "/pricing/estimate-video",
+        headers=auth(key),
+        json={"r2_key": changed["key"], "target_fps_options": [240]},
+    )
+    assert resp.status_code == 409, resp.text
+    assert "presign a new upload" in resp.json()["detail"].lower()
