@@ -78,6 +78,10 @@ class Conflict(ReframeError):
     status_code = 409
 
 
+class ObjectChanged(Conflict):
+    """A stored object is not the exact one that was pinned (other bytes, another version)."""
+
+
 class RateLimited(ReframeError):
     """Too many requests for this key (429)."""
 

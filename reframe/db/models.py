@@ -176,12 +176,23 @@ class File(Base):
     # The storage version (ObjectInfo.version) of the object that was probed and priced: an
     # upload URL stays valid for a while, and a render must not run on bytes nobody paid for.
     object_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # An input, once verified, is this immutable copy (reframe.storage ObjectPin): a key no
+    # URL is signed for, content-addressed by `content_sha256`. Its probe is final: the upload
+    # key stays writable for a while (an S3 URL cannot be revoked) but is never read again.
+    pinned_key: Mapped[str | None] = mapped_column(String(512), unique=True, nullable=True)
+    content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pinned_version_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Why a rejected upload was refused, and the HTTP status it was refused with.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     project: Mapped[Project] = relationship(back_populates="files", foreign_keys=[project_id])
+
+    @property
+    def object_key(self) -> str:
+        """Where this file's bytes are read from: the pinned copy once verified."""
+        return self.pinned_key or self.storage_key
 
 
 class Job(Base):
@@ -208,6 +219,16 @@ class Job(Base):
     duration_sec: Mapped[float] = mapped_column(Float)
     band: Mapped[str] = mapped_column(String(16))
     multiplier: Mapped[int] = mapped_column(Integer)
+
+    # The exact object and probe the job was charged on (copied from its verified input at
+    # acceptance, never changed after): the render reads this object and checks its bytes.
+    # NULL for jobs accepted before migration 0006.
+    input_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    input_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    input_size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    input_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    input_version_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    input_probe: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     # Billing: what was taken, from which pool, and how much has been given back.
     charged_xeconds: Mapped[int] = mapped_column(Integer)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,13 +26,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from reframe.db import make_engine, make_sessionmaker
-from reframe.db.models import Job, JobStatus
-from reframe.errors import Conflict, ReframeError, RenderError
+from reframe.db.models import File, FileStatus, Job, JobStatus
+from reframe.errors import Conflict, NotFound, ObjectChanged, ReframeError, RenderError, TooLarge
 from reframe.jobs.events import event_bus
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.jobs.progress import progress_store
 from reframe.services import uploads
 from reframe.storage import new_object_key
+from reframe.storage.base import ObjectPin
 
 if TYPE_CHECKING:
     from reframe.config import Settings
@@ -97,6 +99,9 @@ def customer_message(error: ReframeError) -> str:
     """What the job's owner reads. Problems with their input or the render say what happened;
     server-side faults (missing weights, storage credentials) are the operator's to fix and
     can name server paths, so the owner gets a plain sentence and the log keeps the rest."""
+    if isinstance(error, ObjectChanged):
+        # Raised by a storage read (an actor's, say): its message names keys and hashes.
+        return INPUT_CHANGED
     if error.status_code < 500 or isinstance(error, RenderError):
         return error.message
     return (
@@ -150,29 +155,84 @@ def run_attempt(
                 log.error("job %s attempt %d failed: %s", job_id, attempt, cause.message)
             life.fail(job_id, customer_message(cause), attempt=attempt)
             return 1
-        life.complete(job_id, output_file_id, attempt=attempt)
+        if not life.complete(job_id, output_file_id, attempt=attempt):
+            # The job ended otherwise while it rendered (cancelled, failed by the operator) or
+            # a newer attempt took over: the lifecycle refused the output, so its bytes go.
+            discard_output(settings, sessions, output_file_id)
         return 0
     finally:
         if engine is not None:
             engine.dispose()
 
 
-def check_input_unchanged(storage: Storage, job: Job) -> None:
-    """Refuse to render (or to deliver) bytes other than the ones this job was priced on.
+def discard_output(
+    settings: Settings, sessions: sessionmaker[Session], output_file_id: str
+) -> None:
+    """Delete the stored bytes of an output its job refused (the row says why)."""
+    from reframe.storage import build_storage
 
-    The upload URL stays valid for a while after the job is accepted; a client that PUT a
-    longer clip under the same key would otherwise get it rendered for the shorter clip's price.
-    """
-    version = job.input_file.object_version
-    if version is None:  # priced before versions were recorded (migration 0004)
+    with sessions() as session:
+        file = session.get(File, output_file_id)
+        key = file.storage_key if file is not None and file.status is FileStatus.REJECTED else None
+    if key is None:
         return
-    info = storage.head(job.input_file.storage_key)
-    if info is None or info.version != version:
-        raise Conflict(
-            "The uploaded file was replaced or removed after this job was priced, so it was "
-            "not rendered and your xeconds were refunded. Upload the clip again and start a "
-            "new job."
-        )
+    try:
+        build_storage(settings).delete(key)
+    except Exception:  # the row is already rejected; a leftover object is only space
+        log.exception("could not delete the refused output %s", key)
+
+
+INPUT_CHANGED = (
+    "The uploaded file was replaced or removed after this job was priced, so it was not "
+    "rendered and your xeconds were refunded. Upload the clip again and start a new job."
+)
+
+
+def job_input_pin(job: Job) -> ObjectPin | None:
+    """The object `job` was charged on, as its row pinned it (None before migration 0006)."""
+    if job.input_key is None or job.input_sha256 is None or job.input_size_bytes is None:
+        return None
+    return ObjectPin(
+        key=job.input_key,
+        sha256=job.input_sha256,
+        size=job.input_size_bytes,
+        etag=job.input_version,
+        version_id=job.input_version_id,
+    )
+
+
+@contextmanager
+def pinned_input(storage: Storage, job: Job) -> Iterator[ObjectPin]:
+    """The exact object this attempt renders.
+
+    Jobs pin it at acceptance. One accepted before pins existed uses its input's pin when the
+    input has one (taken from the version that was priced), else the version it was priced on
+    is copied now to a key of this attempt's own, removed afterwards; another version is
+    refused, before any work.
+    """
+    pin = job_input_pin(job)
+    if pin is not None:
+        yield pin
+        return
+    file = job.input_file
+    if file.pinned_key is not None:
+        yield uploads.input_pin(file)
+        return
+    try:
+        with storage.pin(
+            file.storage_key,
+            f"pipeline/{job.id}-a{job.attempts}/input",
+            content_type=file.content_type,
+            max_bytes=file.size_bytes or 1,
+            expect_version=file.object_version,
+        ) as copy:
+            pin = copy.pin
+    except (ObjectChanged, NotFound, TooLarge) as exc:
+        raise Conflict(INPUT_CHANGED) from exc
+    try:
+        yield pin
+    finally:
+        storage.delete(pin.key)
 
 
 def output_filename(input_filename: str, target_fps: int, suffix: str = ".mp4") -> str:
@@ -195,27 +255,33 @@ def render_stored_job(
     and register it as the project's output file; returns (file id, pipeline result)."""
     from reframe.pipeline.ray_pipeline import run_render
 
-    check_input_unchanged(storage, job)
-    with tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp:
+    with (
+        pinned_input(storage, job) as pin,
+        tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp,
+    ):
         name = output_filename(job.input_file.filename, job.target_fps)
         local = Path(tmp) / name
-        result = run_render(
-            storage=storage,
-            worker=worker,
-            input_key=job.input_file.storage_key,
-            output=local,
-            target_fps=Fraction(job.target_fps),
-            options=options,
-            watermark=job.watermarked,
-            progress=progress,
-            on_ready=on_ready,
-            run_id=f"{job.id}-a{job.attempts}",
-            # The container the upload was probed as: every open of it insists on that format.
-            demuxer=(job.input_file.probe or {}).get("container"),
-        )
-        # Actors read the input while they render: a rewrite in the meantime could have mixed
-        # two clips into one output.
-        check_input_unchanged(storage, job)
+        probe = job.input_probe if job.input_probe is not None else job.input_file.probe
+        try:
+            # Every read of the input (the plan here, each actor's) names this pin: other
+            # bytes are refused when they are opened, before a frame is made from them.
+            result = run_render(
+                storage=storage,
+                worker=worker,
+                input_key=pin.key,
+                input_pin=pin,
+                output=local,
+                target_fps=Fraction(job.target_fps),
+                options=options,
+                watermark=job.watermarked,
+                progress=progress,
+                on_ready=on_ready,
+                run_id=f"{job.id}-a{job.attempts}",
+                # The container the upload was probed as: every open of it insists on that.
+                demuxer=(probe or {}).get("container"),
+            )
+        except ObjectChanged as exc:
+            raise Conflict(INPUT_CHANGED) from exc
         key = new_object_key(f"outputs/{job.account_id}/{job.project_id}", name)
         storage.upload_file(local, key, "video/mp4")
         size = local.stat().st_size

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from reframe.db.base import utcnow
-from reframe.db.models import Job, JobStatus
+from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus
 from reframe.errors import Conflict, Forbidden
 from reframe.jobs import refunds
 from reframe.jobs.events import EventBus
@@ -142,11 +142,34 @@ class JobLifecycle:
         return Settled(JobStatus.FAILED, refunded, True)
 
     def complete(self, job_id: str, output_file_id: str, *, attempt: int | None = None) -> bool:
+        """`done` with its output, which becomes ready in this same transaction.
+
+        Refused (False) when the job already ended (cancelled and refunded, failed by the
+        operator) or the attempt is stale: the output is then marked rejected, so it is never
+        listed as ready, downloaded or shared; the caller deletes its bytes.
+        """
         with self.sessions() as session:
             job = transitions.lock_job(session, job_id)
+            output = session.get(File, output_file_id)
+            if output is not None and (
+                output.role is not FileRole.OUTPUT or output.project_id != job.project_id
+            ):
+                output = None  # not this job's render; never promoted or rejected here
             if job.status.is_terminal or self._stale(job, attempt):
-                session.rollback()
+                if output is not None and output.status is FileStatus.PENDING:
+                    output.status = FileStatus.REJECTED
+                    output.error = (
+                        f"Not delivered: the job was already {job.status.value} when this "
+                        "render finished."
+                        if job.status.is_terminal
+                        else "Not delivered: a newer attempt of the job replaced this one."
+                    )
+                    session.commit()
+                else:
+                    session.rollback()
                 return False
+            if output is not None and output.status is FileStatus.PENDING:
+                output.status = FileStatus.READY
             job.output_file_id = output_file_id
             event = transitions.record(session, job, JobStatus.DONE)
             session.commit()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from reframe.config import Settings
     from reframe.engine.timeline import Timeline
     from reframe.storage import Storage, StorageConfig
+    from reframe.storage.base import ObjectPin
     from reframe.video.decode import ColorInfo
     from reframe.video.encode import EncodeOptions
 
@@ -113,6 +114,8 @@ class RenderSpec:
     metric_tags: dict[str, str] = field(default_factory=dict)
     demuxer: str | None = None  # the input's probed container format (see video.media)
     progress_hub: Any = None  # reframe.pipeline.progress.ProgressHub handle, or None
+    # The exact input object (a job's priced input): each actor's read is checked against it.
+    input_pin: ObjectPin | None = None
     # How the driver that built the spec logs, with its job and attempt: actors log the same
     # way, so their lines can be followed with the job's (reframe.logs).
     logging: LogSetup = field(default_factory=LogSetup.current)
@@ -149,7 +152,9 @@ class ChunkRenderer:
         self._workdir = tempfile.TemporaryDirectory(prefix="reframe-chunk-")
         # The source stays open (and, for S3, downloaded once) for the actor's lifetime.
         self._stack = contextlib.ExitStack()
-        self._source: Path = self._stack.enter_context(self.storage.local_path(spec.input_key))
+        self._source: Path = self._stack.enter_context(
+            self.storage.local_path(spec.input_key, pin=spec.input_pin)
+        )
         self._metrics = _Metrics(spec.metric_tags)
         self.actor_id = _actor_id()
         if spec.progress_hub is not None:

@@ -31,6 +31,7 @@ from reframe.video.mux import Segment, container_format, stitch_segments
 if TYPE_CHECKING:
     from reframe.options import RenderOptions
     from reframe.storage import Storage
+    from reframe.storage.base import ObjectPin
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def run_render(
     on_ready: ReadyCallback | None = None,
     run_id: str | None = None,
     demuxer: str | None = None,
+    input_pin: ObjectPin | None = None,
 ) -> PipelineResult:
     """Render `input_key` (in `storage`) to the local file `output` on the connected Ray cluster.
 
@@ -208,6 +210,8 @@ def run_render(
     `storage` is this process's client; actors build their own from `worker`. Segments are
     written under `pipeline/<run_id>/` and removed afterwards.
     `demuxer`: the container format the probe found; every open of the input insists on it.
+    `input_pin`: the exact object to render (a job's priced input); every read of the input,
+    here and in each actor, gets exactly those bytes or raises ObjectChanged.
 
     The pool is elastic: it starts as many actors as chunks and `options.actors` allow and
     keeps at least one, so a render whose GPUs are busy or still being provisioned starts on
@@ -228,7 +232,7 @@ def run_render(
     started = time.perf_counter()
     started_at = time.time()
 
-    with storage.local_path(input_key) as source:
+    with storage.local_path(input_key, pin=input_pin) as source:
         # The same analysis (cuts, repeats) and timeline as `reframe render` on this file.
         plan = plan_render(source, target_fps, scenes=options.scenes(), demuxer=demuxer)
         info, timeline = plan.info, plan.timeline
@@ -243,6 +247,7 @@ def run_render(
         spec = RenderSpec(
             worker=worker,
             input_key=input_key,
+            input_pin=input_pin,
             timeline=timeline,
             frame_pts=frame_pts,
             width=info.width,

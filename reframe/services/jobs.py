@@ -107,6 +107,9 @@ def accept(
             "send the project_id returned with it by POST /upload/presign"
         )
     probe = uploads.verify_input(session, storage, settings, file)
+    # What is charged below is this object and this probe, and the job keeps both: the render
+    # reads exactly this object, and nothing done to the upload afterwards reaches the job.
+    pin = uploads.input_pin(file)
     quote = pricing.require_quote(
         float(probe["duration_sec"]), float(probe["fps"]), target_fps, settings
     )
@@ -132,6 +135,12 @@ def accept(
             account_id=account.id,
             project_id=project.id,
             input_file_id=file.id,
+            input_key=pin.key,
+            input_sha256=pin.sha256,
+            input_size_bytes=pin.size,
+            input_version=pin.etag,
+            input_version_id=pin.version_id,
+            input_probe=dict(probe),
             status=JobStatus.PENDING,
             target_fps=target_fps,
             source_fps=float(probe["fps"]),

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from reframe.config import Settings
-from reframe.db.models import Account, File, Project, Share
+from reframe.db.models import Account, File, FileRole, FileStatus, Project, Share
 from reframe.errors import NotFound
 from reframe.storage.base import Storage
 
@@ -44,7 +44,7 @@ def file_url(
     `share` binds the URL to that share link (reframe.services.shares.file_url).
     """
     return storage.presign_download(
-        file.storage_key,
+        file.object_key,
         settings.download_url_ttl_sec if ttl_sec is None else ttl_sec,
         filename=file.filename,
         content_type=file.content_type,
@@ -54,8 +54,16 @@ def file_url(
 
 
 def download_url(storage: Storage, settings: Settings, file: File) -> str:
-    """A fresh short-lived URL; the object must still exist in storage."""
-    if storage.head(file.storage_key) is None:
+    """A fresh short-lived URL; the object must still exist in storage.
+
+    An output is downloadable only once ready, which it becomes with its job's `done`: one
+    being stored, or refused because its job ended otherwise, is not there to download.
+    """
+    if file.role is FileRole.OUTPUT and file.status is not FileStatus.READY:
+        raise NotFound(
+            f"file {file.id} is not available: its render was not delivered ({file.status.value})"
+        )
+    if storage.head(file.object_key) is None:
         raise NotFound(
             f"file {file.id} has no stored bytes (never uploaded, or deleted after being rejected)"
         )

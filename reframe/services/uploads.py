@@ -12,13 +12,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reframe.config import Settings
 from reframe.db.models import Account, File, FileRole, FileStatus, Job, Project
-from reframe.errors import InvalidInput, InvalidMedia, NotFound, ReframeError, TooLarge
+from reframe.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidMedia,
+    NotFound,
+    ObjectChanged,
+    ReframeError,
+    TooLarge,
+)
 from reframe.services import pricing
-from reframe.storage.base import OPAQUE_TYPE, Storage, new_object_key, safe_filename
+from reframe.storage.base import (
+    OPAQUE_TYPE,
+    ObjectPin,
+    Storage,
+    new_object_key,
+    safe_filename,
+)
 
 if TYPE_CHECKING:
     from reframe.video.probe import ProbeLimits
@@ -156,13 +171,15 @@ def add_file(
 def register_output(
     session: Session, job: Job, *, key: str, filename: str, size_bytes: int
 ) -> File:
-    """The project's output-file row for a stored render (ready: it was written and measured)."""
+    """The project's output-file row for a stored render, `pending`: it becomes ready (listed,
+    downloadable, shared) only in the transaction that marks its job done
+    (`JobLifecycle.complete`), so a job that ends otherwise never delivers one."""
     return add_file(
         session,
         project_id=job.project_id,
         account_id=job.account_id,
         role=FileRole.OUTPUT,
-        status=FileStatus.READY,
+        status=FileStatus.PENDING,
         key=key,
         filename=filename,
         content_type="video/mp4",
@@ -216,6 +233,23 @@ def presign(
     )
 
 
+def check_writable(session: Session, key: str) -> None:
+    """Refuse bytes for an upload key that is no longer waiting for them (local storage).
+
+    Once verified, an upload is sealed: its priced copy is pinned and its key never read
+    again, so a second PUT could only mislead the client (and fill the disk). A rejected
+    upload is as final. Keys no upload row names (none are signed for PUT) are left alone.
+    """
+    status = session.scalar(select(File.status).where(File.storage_key == key))
+    if status is FileStatus.READY:
+        raise Conflict(
+            "This upload was already verified and priced, and cannot be replaced: presign a "
+            "new upload to send another file."
+        )
+    if status is FileStatus.REJECTED:
+        raise Conflict("This upload was rejected and deleted: presign a new upload.")
+
+
 def probe_limits(settings: Settings) -> ProbeLimits:
     """What probing one upload may cost (REFRAME_PROBE_*)."""
     from reframe.video.probe import ProbeLimits
@@ -228,8 +262,18 @@ def probe_limits(settings: Settings) -> ProbeLimits:
     )
 
 
-def _reject(session: Session, storage: Storage, file: File, exc: ReframeError) -> None:
+def pinned_prefix(file: File) -> str:
+    """Where a verified input's immutable copy lives: no URL to write under it is ever signed
+    (presign only signs `uploads/...`), so nothing but this service can change it."""
+    return f"inputs/{file.account_id}/{file.project_id}/{file.id}"
+
+
+def _reject(
+    session: Session, storage: Storage, file: File, exc: ReframeError, pinned: str | None = None
+) -> None:
     storage.delete(file.storage_key)
+    if pinned is not None:
+        storage.delete(pinned)
     file.status = FileStatus.REJECTED
     file.error = exc.message
     file.error_status = exc.status_code
@@ -241,11 +285,17 @@ def _reject(session: Session, storage: Storage, file: File, exc: ReframeError) -
 def verify_input(
     session: Session, storage: Storage, settings: Settings, file: File
 ) -> dict[str, Any]:
-    """The probe of the stored object, after checking its real size and duration.
+    """The probe of the upload, verified once and then final.
+
+    The first call checks the object's real size, copies it to an immutable, content-addressed
+    key (`Storage.pin`), probes that copy, and marks the file ready with the pin; the upload
+    key is then deleted and never read again, so a later PUT to its URL (local storage refuses
+    one; an S3 URL cannot be revoked) changes nothing that was priced. Every later call returns
+    the same probe without touching storage: an estimate never re-prices a verified upload.
 
     Commits: before the slow storage and probe calls (so no transaction is held across them),
-    and after, so that what it learned (probe stored, or the upload rejected) survives the
-    error response that follows a rejection.
+    and after, so that what it learned (the pin, or the upload rejected) survives the error
+    response that follows a rejection.
     """
     if file.role is not FileRole.INPUT:
         raise InvalidInput(f"file {file.id} is a render output, not an upload")
@@ -253,7 +303,12 @@ def verify_input(
         status = file.error_status or 400
         message = f"This upload was rejected and deleted: {file.error} Presign a new upload."
         raise TooLarge(message) if status == 413 else InvalidMedia(message)
+    if file.status is FileStatus.READY and file.pinned_key is not None and file.probe is not None:
+        return file.probe
 
+    # Verified before pins existed (migration 0006): pin the version that was probed then, and
+    # nothing else; that probe is not taken again.
+    legacy = file.status is FileStatus.READY and file.probe is not None
     # Storage calls and probing can be slow; no transaction may stay open across them (on
     # SQLite an open transaction holds the database write lock).
     session.commit()
@@ -263,14 +318,6 @@ def verify_input(
             f"nothing has been uploaded under {file.storage_key!r} yet: PUT the file to the "
             "upload_url from POST /upload/presign first"
         )
-    if (
-        file.status is FileStatus.READY
-        and file.probe is not None
-        and file.size_bytes == info.size
-        and file.object_version == info.version
-    ):
-        return file.probe
-
     if info.size > settings.max_upload_bytes:
         _reject(
             session,
@@ -285,18 +332,68 @@ def verify_input(
 
     from reframe.video.probe import probe_video
 
+    probed_bad = False  # the probe itself refused the copy (and rejected the upload)
     try:
-        with storage.local_path(file.storage_key) as path:
-            probe = probe_video(path, probe_limits(settings))
-        pricing.check_duration(probe.duration_sec, settings)
-    except (InvalidMedia, TooLarge) as exc:
-        _reject(session, storage, file, exc)
+        with storage.pin(
+            file.storage_key,
+            pinned_prefix(file),
+            content_type=file.content_type,
+            max_bytes=settings.max_upload_bytes,
+            expect_version=file.object_version if legacy else None,
+        ) as copy:
+            pin = copy.pin
+            if legacy:
+                probe: dict[str, Any] = dict(file.probe or {})
+            else:
+                try:
+                    probe = probe_video(copy.path, probe_limits(settings)).to_dict()
+                    pricing.check_duration(float(probe["duration_sec"]), settings)
+                except (InvalidMedia, TooLarge) as exc:
+                    probed_bad = True
+                    _reject(session, storage, file, exc, pinned=pin.key)
+                    raise
+    except TooLarge as exc:
+        if not probed_bad:  # it grew past the limit after the HEAD
+            _reject(session, storage, file, exc)
         raise
-    file.size_bytes = info.size
-    file.object_version = info.version
-    file.probe = probe.to_dict()
+    except ObjectChanged:
+        raise Conflict(
+            "This upload was changed after it was verified, so it can no longer be used. "
+            "Presign a new upload and send the file again."
+        ) from None
+
+    # Two first verifications of one upload can race (an estimate and a job at once): the
+    # first to commit wins, under the row lock, and the other's copy is dropped.
+    locked = session.get(File, file.id, with_for_update=True, populate_existing=True)
+    assert locked is not None
+    if locked.status is FileStatus.READY and locked.pinned_key is not None and locked.probe:
+        session.commit()
+        if locked.pinned_key != pin.key:
+            storage.delete(pin.key)
+        return locked.probe
+    locked.size_bytes = pin.size
+    locked.pinned_key = pin.key
+    locked.content_sha256 = pin.sha256
+    locked.object_version = pin.etag
+    locked.pinned_version_id = pin.version_id
+    locked.probe = probe
     # From here on it is served as what it was found to be, not what the client declared.
-    file.content_type = verified_content_type(file.filename, probe.container)
-    file.status = FileStatus.READY
+    locked.content_type = verified_content_type(locked.filename, probe.get("container"))
+    locked.status = FileStatus.READY
     session.commit()
-    return file.probe
+    # The upload key is never read again; what a client PUTs there later is not kept either.
+    storage.delete(locked.storage_key)
+    return probe
+
+
+def input_pin(file: File) -> ObjectPin:
+    """The pin of a verified input (`verify_input` made it)."""
+    if file.pinned_key is None or file.content_sha256 is None or file.size_bytes is None:
+        raise InvalidInput(f"upload {file.storage_key!r} has not been verified yet")
+    return ObjectPin(
+        key=file.pinned_key,
+        sha256=file.content_sha256,
+        size=file.size_bytes,
+        etag=file.object_version,
+        version_id=file.pinned_version_id,
+    )

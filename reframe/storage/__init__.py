@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from reframe.storage.base import (
     ObjectInfo,
+    ObjectPin,
     PresignedUpload,
     Storage,
     new_object_key,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ObjectInfo",
+    "ObjectPin",
     "PresignedUpload",
     "Storage",
     "StorageConfig",

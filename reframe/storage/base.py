@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import mimetypes
 import re
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-from reframe.errors import InvalidInput
+from reframe.errors import InvalidInput, ObjectChanged
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,31 @@ class ObjectInfo:
     content_type: str | None
     # Changes whenever the object is written again (S3's ETag; size, mtime and inode on disk).
     version: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectPin:
+    """One exact stored object: the bytes a job was priced on, and how to ask for them again.
+
+    `sha256` and `size` are what every read is checked against. `etag` and `version_id` (S3;
+    None on disk) let the store itself refuse another object before sending a byte; they are
+    not what the guarantee rests on, because an ETag is an MD5 of the bytes: whoever holds the
+    original can upload it again (or a crafted collision) and get the same ETag back.
+    """
+
+    key: str
+    sha256: str
+    size: int
+    etag: str | None = None
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PinnedCopy:
+    """A pin just taken, and a local file holding exactly its bytes (for probing them)."""
+
+    pin: ObjectPin
+    path: Path
 
 
 class Storage(Protocol):
@@ -68,9 +94,48 @@ class Storage(Protocol):
 
     def download_file(self, key: str, dest: Path) -> None: ...
 
-    def local_path(self, key: str) -> AbstractContextManager[Path]:
-        """A readable local file for `key` for the duration of the block (S3 downloads a copy)."""
+    def local_path(self, key: str, *, pin: ObjectPin | None = None) -> AbstractContextManager[Path]:
+        """A readable local file for `key` for the duration of the block (S3 downloads a copy).
+
+        With `pin`, the file holds exactly the pinned object or ObjectChanged is raised: its
+        SHA-256 and size are checked (and S3 is asked for that ETag/version).
+        """
         ...
+
+    def pin(
+        self,
+        key: str,
+        dest_prefix: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expect_version: str | None = None,
+    ) -> AbstractContextManager[PinnedCopy]:
+        """Copy what `key` holds now to `dest_prefix/<sha256>/<name>`, a key nobody is given a
+        URL to write, and pin the copy.
+
+        The copy is made from one read of `key`, hashed while it is read, and the bytes stored
+        are the bytes hashed (never a server-side copy of a key a client may still write). The
+        block gets a local file of those same bytes. Raises NotFound (nothing under `key`),
+        TooLarge (more than `max_bytes`; nothing is left behind) and ObjectChanged (the object
+        is not `expect_version`, an `ObjectInfo.version`).
+        """
+        ...
+
+
+def pinned_copy_key(dest_prefix: str, sha256: str, key: str) -> str:
+    """Where `pin` stores a copy: content-addressed under the caller's prefix."""
+    return validate_key(f"{dest_prefix.strip('/')}/{sha256}/{key.rsplit('/', 1)[-1]}")
+
+
+def check_pinned(pin: ObjectPin, sha256: str, size: int) -> None:
+    """Raise ObjectChanged unless (sha256, size) are the pinned object's."""
+    if size != pin.size or not hmac.compare_digest(sha256, pin.sha256):
+        raise ObjectChanged(
+            f"storage object {pin.key!r} is not the object that was pinned: it holds {size} "
+            f"bytes with SHA-256 {sha256[:16]}..., the pin says {pin.size} bytes with "
+            f"{pin.sha256[:16]}..."
+        )
 
 
 # Keys are server-chosen, but they still reach the disk (local backend) and URLs, so both backends

@@ -22,12 +22,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from types import TracebackType
 from typing import IO
 from urllib.parse import quote, urlencode
 
-from reframe.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
-from reframe.storage.base import ObjectInfo, PresignedUpload, served_content_type, validate_key
+from reframe.errors import Conflict, Forbidden, InvalidInput, NotFound, ObjectChanged, TooLarge
+from reframe.storage.base import (
+    ObjectInfo,
+    ObjectPin,
+    PinnedCopy,
+    PresignedUpload,
+    check_pinned,
+    pinned_copy_key,
+    served_content_type,
+    validate_key,
+)
 
 # Domain separation: the service's one secret also signs other things (share tokens, sessions);
 # a storage signature must never be valid anywhere else, and vice versa.
@@ -243,9 +253,45 @@ class LocalStorage:
             key=key,
             size=stat.st_size,
             content_type=mimetypes.guess_type(path.name)[0],
-            # Uploads land by rename, so a rewrite always brings a new inode and mtime.
-            version=f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}",
+            version=_version(stat),
         )
+
+    @contextmanager
+    def pin(
+        self,
+        key: str,
+        dest_prefix: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expect_version: str | None = None,
+    ) -> Iterator[PinnedCopy]:
+        src = self.path_for(key)
+        # One open file is one version: a PUT that lands meanwhile renames a new file over the
+        # name and leaves the one being read intact.
+        try:
+            handle = open(src, "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"storage object {key!r} does not exist") from None
+        with handle:
+            stat = os.fstat(handle.fileno())
+            if not S_ISREG(stat.st_mode):
+                raise NotFound(f"storage object {key!r} does not exist")
+            if expect_version is not None and _version(stat) != expect_version:
+                raise ObjectChanged(f"storage object {key!r} changed since it was verified")
+            staging = self.path_for(validate_key(f"{dest_prefix.strip('/')}/incoming"))
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with PartialUpload(staging, max_bytes) as upload:
+                while chunk := handle.read(1024 * 1024):
+                    digest.update(chunk)
+                    upload.write(chunk)
+                sha256 = digest.hexdigest()
+                dest_key = pinned_copy_key(dest_prefix, sha256, key)
+                upload.dest = self.path_for(dest_key)
+                upload.dest.parent.mkdir(parents=True, exist_ok=True)
+                size = upload.commit()
+        yield PinnedCopy(ObjectPin(key=dest_key, sha256=sha256, size=size), upload.dest)
 
     def delete(self, key: str) -> None:
         path = self.path_for(key)
@@ -273,11 +319,27 @@ class LocalStorage:
         shutil.copyfile(src, dest)
 
     @contextmanager
-    def local_path(self, key: str) -> Iterator[Path]:
+    def local_path(self, key: str, *, pin: ObjectPin | None = None) -> Iterator[Path]:
         path = self.path_for(key)
         if not path.is_file():
             raise NotFound(f"storage object {key!r} does not exist")
+        if pin is not None:
+            # The file is used in place, so it is hashed first. Only the server writes pinned
+            # keys and never rewrites one: this catches damage or a mistaken rewrite, not a
+            # writer racing the reader.
+            digest = hashlib.sha256()
+            size = 0
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1024 * 1024):
+                    digest.update(chunk)
+                    size += len(chunk)
+            check_pinned(pin, digest.hexdigest(), size)
         yield path
+
+
+def _version(stat: os.stat_result) -> str:
+    # Uploads land by rename, so a rewrite always brings a new inode and mtime.
+    return f"{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ino}"
 
 
 class PartialUpload:

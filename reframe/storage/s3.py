@@ -9,6 +9,7 @@ is over a limit.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,11 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from reframe.errors import NotFound, ReframeError
+from reframe.errors import NotFound, ObjectChanged, ReframeError, TooLarge
 from reframe.storage.base import (
     ObjectInfo,
+    ObjectPin,
+    PinnedCopy,
     PresignedUpload,
+    check_pinned,
     content_disposition,
+    pinned_copy_key,
     safe_filename,
     served_content_type,
     validate_key,
@@ -180,13 +185,106 @@ class S3Storage:
             ) from exc
 
     @contextmanager
-    def local_path(self, key: str) -> Iterator[Path]:
-        """Download `key` to a private temporary folder, removed when the block ends."""
+    def local_path(self, key: str, *, pin: ObjectPin | None = None) -> Iterator[Path]:
+        """Download `key` to a private temporary folder, removed when the block ends.
+
+        With `pin`: one GET that names the pinned version (VersionId where the bucket keeps
+        versions, and If-Match on the ETag), so S3 refuses other bytes outright, and the
+        SHA-256 of what arrived is checked, which is what actually holds: an ETag is an MD5
+        that re-uploading the original bytes (or a collision) reproduces. Never a HEAD
+        followed by a GET, between which the object could change.
+        """
         validate_key(key)
         with tempfile.TemporaryDirectory(prefix="reframe-s3-") as tmp:
             dest = Path(tmp) / safe_filename(key.rsplit("/", 1)[-1])
-            self.download_file(key, dest)
+            if pin is None:
+                self.download_file(key, dest)
+            else:
+                sha256, size = self._get_to_file(
+                    key, dest, if_match=pin.etag, version_id=pin.version_id
+                )
+                check_pinned(pin, sha256, size)
             yield dest
+
+    @contextmanager
+    def pin(
+        self,
+        key: str,
+        dest_prefix: str,
+        *,
+        content_type: str,
+        max_bytes: int,
+        expect_version: str | None = None,
+    ) -> Iterator[PinnedCopy]:
+        # The presigned PUT URL of `key` cannot be revoked, so `key` is read once (one GET,
+        # the ETag it had checked by S3 when one is expected), hashed as it arrives, and those
+        # very bytes are uploaded to a key no URL is ever signed for. A server-side CopyObject
+        # would copy whatever `key` holds at that moment; If-Match on it would only compare
+        # MD5s.
+        validate_key(key)
+        with tempfile.TemporaryDirectory(prefix="reframe-s3-pin-") as tmp:
+            local = Path(tmp) / safe_filename(key.rsplit("/", 1)[-1])
+            sha256, size = self._get_to_file(
+                key, local, if_match=expect_version, max_bytes=max_bytes
+            )
+            dest_key = pinned_copy_key(dest_prefix, sha256, key)
+            with open(local, "rb") as body:
+                put = self._client.put_object(
+                    Bucket=self.bucket, Key=dest_key, Body=body, ContentType=content_type
+                )
+            pin = ObjectPin(
+                key=dest_key,
+                sha256=sha256,
+                size=size,
+                etag=put.get("ETag"),
+                version_id=put.get("VersionId"),
+            )
+            yield PinnedCopy(pin, local)
+
+    def _get_to_file(
+        self,
+        key: str,
+        dest: Path,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[str, int]:
+        """One GET of `key` into `dest`; returns (sha256, size) of the bytes received."""
+        from botocore.exceptions import ClientError
+
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        if version_id is not None:
+            params["VersionId"] = version_id
+        try:
+            response = self._client.get_object(**params)  # type: ignore[arg-type]
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}:
+                raise NotFound(f"storage object {key!r} does not exist") from exc
+            if code in {"412", "PreconditionFailed"}:
+                raise ObjectChanged(
+                    f"storage object {key!r} is no longer the version that was pinned"
+                ) from exc
+            raise StorageUnavailable(f"object storage refused GET {key!r}: {code}") from exc
+        digest = hashlib.sha256()
+        size = 0
+        body = response["Body"]
+        try:
+            with open(dest, "wb") as out:
+                for chunk in body.iter_chunks(1024 * 1024):
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise TooLarge(
+                            f"storage object {key!r} is larger than the {max_bytes}-byte limit"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+        finally:
+            body.close()
+        return digest.hexdigest(), size
 
 
 def _error_code(exc: Exception) -> str:

@@ -50,7 +50,7 @@ def build(db: Session, storage: Storage, settings: Settings, token: str) -> dict
         "after_fps": None,
         "details": [],
     }
-    if before is not None and storage.head(before.storage_key) is not None:
+    if before is not None and storage.head(before.object_key) is not None:
         context["before_url"] = shares.file_url(storage, settings, share, before, inline=True)
         probe = before.probe or {}
         context["before_fps"] = _fps(probe.get("fps"))
@@ -62,7 +62,7 @@ def build(db: Session, storage: Storage, settings: Settings, token: str) -> dict
         if isinstance(probe.get("duration_sec"), int | float):
             details.append(("Duration", f"{probe['duration_sec']:.2f} s"))
         context["details"] = details
-    if after is not None and job is not None and storage.head(after.storage_key) is not None:
+    if after is not None and job is not None and storage.head(after.object_key) is not None:
         context["after_url"] = shares.file_url(storage, settings, share, after, inline=True)
         context["after_download_url"] = shares.file_url(storage, settings, share, after)
         context["after_fps"] = _fps(job.target_fps)

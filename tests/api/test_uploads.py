@@ -166,7 +166,9 @@ def _padded_to(path: Path, size: int) -> Path:
     return path
 
 
-def test_a_replaced_upload_is_probed_again_even_at_the_same_size(api: ApiHarness) -> None:
+def test_a_verified_upload_cannot_be_replaced_even_at_the_same_size(api: ApiHarness) -> None:
+    """Once priced, an upload is sealed (issue 12): the same URL, the same size and four times
+    the video is refused, and the price and the job stay those of the clip that was probed."""
     _, key = api.create_account(free=0, paid=100)
     longer = make_clip(api.tmp_path / "long.mp4", frames=96, fps=24)  # 4 s
     shorter = _padded_to(
@@ -178,14 +180,18 @@ def test_a_replaced_upload_is_probed_again_even_at_the_same_size(api: ApiHarness
     assert status == 200, body
     assert body["options"][0]["charged_xeconds"] == 1  # type: ignore[index]
 
-    api.put(up, longer)  # the same upload URL, the same size, four times the video
+    resp = api.client.request(
+        up["method"], up["upload_url"], content=longer.read_bytes(), headers=up["headers"]
+    )
+    assert resp.status_code == 409, resp.text
+    assert "presign a new upload" in resp.json()["detail"]
     status, body = _estimate(api, key, up["key"])
     assert status == 200, body
-    assert body["options"][0]["charged_xeconds"] == 4  # type: ignore[index]
+    assert body["options"][0]["charged_xeconds"] == 1  # type: ignore[index]
     job = api.client.post(
         "/jobs",
         headers=auth(key),
         json={"r2_key": up["key"], "project_id": up["project_id"], "target_fps": 60},
     )
     assert job.status_code == 200, job.text
-    assert job.json()["charged_xeconds"] == 4
+    assert job.json()["charged_xeconds"] == 1

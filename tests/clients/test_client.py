@@ -32,6 +32,7 @@ from reframe_client import models as m
 from sqlalchemy import text
 
 from reframe.config import Settings
+from reframe.db.models import File
 from reframe.storage.s3 import S3Storage
 from tests.clients.conftest import LiveApi, LiveApiFactory
 from tests.clients.scripted import FRAMES, FlakyNetwork, ScriptedRender, is_post_jobs
@@ -431,4 +432,10 @@ def test_upload_and_resumed_download_work_against_s3(
         "bytes=1000-",
     ]
     assert sha256(saved) == sha256(clip)
-    assert s3_storage.head(up.key) is not None
+    # Verified, the upload lives on as its pinned copy; its upload key is not kept.
+    with api.db.session() as session:
+        row = session.get(File, inputs[0].file_id)
+        assert row is not None
+        assert row.pinned_key is not None
+        assert s3_storage.head(row.pinned_key) is not None
+    assert s3_storage.head(up.key) is None

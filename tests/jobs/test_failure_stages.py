@@ -7,6 +7,7 @@ a corrupt weights file, an encoder preset libx264 refuses, a store that cannot t
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,7 +69,10 @@ def run_stage(
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        stored = settings.resolved_storage_dir / job.input_file.storage_key
+        # The render reads the job's pinned copy of the upload (issue 12), so that is the
+        # object the stages below break.
+        assert job.input_key is not None
+        stored = settings.resolved_storage_dir / job.input_key
     weights = rife_weights
     options = RenderOptions(crf=23, preset="ultrafast", chunk_frames=8, actors=1)
     if stage == "probe":
@@ -81,19 +85,19 @@ def run_stage(
         stored.write_bytes(b"\x00" * stored.stat().st_size)
 
         @contextmanager
-        def local_path(key: str) -> Iterator[Path]:
+        def local_path(key: str, *, pin: object = None) -> Iterator[Path]:
             yield intact
 
         storage = _Wrapped(storage, local_path=local_path)  # type: ignore[assignment]
     if stage in ("probe", "decode"):
-        # These stages break the bytes under the input's key; price the broken object, so the
-        # render meets it rather than the check for inputs replaced after pricing.
+        # These stages break the bytes under the input's key; pin the broken object, so the
+        # render meets it rather than the check for inputs changed after pricing.
+        data = stored.read_bytes()
         with db.session() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            info = storage.head(job.input_file.storage_key)
-            assert info is not None
-            job.input_file.object_version = info.version
+            job.input_sha256 = hashlib.sha256(data).hexdigest()
+            job.input_size_bytes = len(data)
             session.commit()
     if stage == "model":
         weights = tmp_path / "corrupt-flownet.pkl"

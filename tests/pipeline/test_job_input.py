@@ -33,7 +33,8 @@ def test_the_job_renders_its_input_as_the_probed_container(
     assert demuxer == "matroska,webm"
 
     storage = build_storage(settings)
-    with storage.local_path(job.input_file.storage_key) as source:
+    assert job.input_key is not None  # the pinned copy the render reads
+    with storage.local_path(job.input_key) as source:
         plan = plan_render(source, job.target_fps, demuxer=demuxer)
         assert len(plan.timeline) == 48
 

@@ -94,7 +94,7 @@ def test_job_renders_into_a_registered_watermarked_output(
     assert key in stored
 
 
-def test_an_input_replaced_after_pricing_is_not_rendered_and_is_refunded(
+def test_an_input_changed_after_pricing_is_not_rendered_and_is_refunded(
     ray_runtime: ModuleType, postgres_db: TestDatabase, job_settings: Settings, tmp_path: Path
 ) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=24, width=64, height=48)
@@ -102,10 +102,15 @@ def test_an_input_replaced_after_pricing_is_not_rendered_and_is_refunded(
     with postgres_db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        key = job.input_file.storage_key
-    # The upload URL is still valid: the client PUTs a four times longer clip under the key.
+        upload_key, pinned_key = job.input_file.storage_key, job.input_key
+    assert pinned_key is not None
+    storage = build_storage(job_settings)
+    # A client's second PUT lands under the upload key (as an S3 URL would let it), which no
+    # render reads; the job's pinned copy itself is then changed (only the server could), and
+    # that is refused before any frame is made, with a full refund.
     longer = make_clip(tmp_path / "longer.mp4", frames=96, width=64, height=48)
-    build_storage(job_settings).upload_file(longer, key, "video/mp4")
+    storage.upload_file(longer, upload_key, "video/mp4")
+    storage.upload_file(longer, pinned_key, "video/mp4")
 
     code = main(["--job-id", job_id, "--attempt", "1"], settings=job_settings)
     assert code == 1

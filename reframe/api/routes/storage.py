@@ -33,6 +33,10 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"description": "No object under this key"},
     413: {"description": "Upload larger than the URL allows"},
 }
+_PUT_ERRORS: dict[int | str, dict[str, object]] = {
+    **_ERRORS,
+    409: {"description": "The upload was already verified (or rejected); presign a new one"},
+}
 
 
 async def get_local_storage(request: Request) -> LocalStorage:
@@ -53,7 +57,7 @@ def _error(exc: ReframeError) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 
-@router.put("/{key:path}", responses=_ERRORS, summary="Upload an object to a signed URL")
+@router.put("/{key:path}", responses=_PUT_ERRORS, summary="Upload an object to a signed URL")
 async def put_object(key: str, request: Request, storage: LocalStorageDep) -> Response:
     try:
         grant = storage.verify("PUT", key, request.query_params)
@@ -69,6 +73,7 @@ async def put_object(key: str, request: Request, storage: LocalStorageDep) -> Re
         # Refuse before reading a byte when the client already said it will send too much.
         if limit is not None and declared and declared.isdigit() and int(declared) > limit:
             raise TooLarge(f"upload of {declared} bytes exceeds the {limit}-byte limit of this URL")
+        await anyio.to_thread.run_sync(_check_writable, request, key)
         upload = storage.open_upload(key, limit)
         try:
             pending: list[bytes] = []
@@ -88,6 +93,8 @@ async def put_object(key: str, request: Request, storage: LocalStorageDep) -> Re
                     pending, pending_size = [], 0
             if pending:
                 await anyio.to_thread.run_sync(upload.write, b"".join(pending))
+            # Again at the end: the upload may have been verified while the bytes came in.
+            await anyio.to_thread.run_sync(_check_writable, request, key)
             size = await anyio.to_thread.run_sync(upload.commit)
         finally:
             upload.abort()
@@ -134,6 +141,17 @@ async def get_object(key: str, request: Request, storage: LocalStorageDep) -> Re
 
 
 _INERT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+
+
+def _check_writable(request: Request, key: str) -> None:
+    from reframe.services import uploads
+
+    # The storage router mounted on its own (no database) has no upload rows to seal.
+    sessions = getattr(request.app.state, "read_sessionmaker", None)
+    if sessions is None:
+        return
+    with sessions() as session:
+        uploads.check_writable(session, key)
 
 
 def _share_is_live(request: Request, share_id: str) -> bool:
