@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from reframe.config import Settings
-from reframe.db.models import Account, File, Project, Share
-from reframe.errors import NotFound
+from reframe.db.models import Account, File, FileStatus, Project, Share
+from reframe.errors import Gone, NotFound
 from reframe.storage.base import Storage
 
 
@@ -55,6 +55,8 @@ def file_url(
 
 def download_url(storage: Storage, settings: Settings, file: File) -> str:
     """A fresh short-lived URL; the object must still exist in storage."""
+    if file.status is FileStatus.EXPIRED:
+        raise Gone(file.error or f"file {file.id} expired and its stored bytes were deleted")
     if storage.head(file.storage_key) is None:
         raise NotFound(
             f"file {file.id} has no stored bytes (never uploaded, or deleted after being rejected)"

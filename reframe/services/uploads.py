@@ -19,6 +19,7 @@ from reframe.config import Settings
 from reframe.db.base import utcnow
 from reframe.db.models import Account, File, FileRole, FileStatus, Job, Project
 from reframe.errors import (
+    Gone,
     InvalidInput,
     InvalidMedia,
     NotFound,
@@ -290,6 +291,8 @@ def verify_input(
     """
     if file.role is not FileRole.INPUT:
         raise InvalidInput(f"file {file.id} is a render output, not an upload")
+    if file.status is FileStatus.EXPIRED:
+        raise Gone(file.error or f"file {file.id} expired and its bytes were deleted")
     if file.status is FileStatus.REJECTED:
         status = file.error_status or 400
         message = f"This upload was rejected and deleted: {file.error} Presign a new upload."

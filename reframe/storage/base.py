@@ -72,6 +72,11 @@ class Storage(Protocol):
         """A readable local file for `key` for the duration of the block (S3 downloads a copy)."""
         ...
 
+    def sweep_incomplete(self, older_than: datetime) -> int:
+        """Remove uploads that never completed and were started before `older_than` (local
+        `.part` files, S3 multipart uploads); returns how many. Safe to run concurrently."""
+        ...
+
 
 # Keys are server-chosen, but they still reach the disk (local backend) and URLs, so both backends
 # accept only a conservative alphabet. A leading dot is refused per segment so that nothing can

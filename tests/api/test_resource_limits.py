@@ -66,7 +66,8 @@ def test_outstanding_presigns_are_limited_per_account(api_factory: ApiFactory) -
     )
     assert resp.status_code == 429, resp.text
     detail = resp.json()["detail"]
-    assert "3 uploads" in detail and "estimate-video" in detail
+    assert "3 uploads" in detail
+    assert "estimate-video" in detail
     assert int(resp.headers["Retry-After"]) >= 1
     # Another account is not affected.
     api.presign(other)

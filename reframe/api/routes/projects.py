@@ -80,7 +80,7 @@ def read_project(
     "/{project_id}/files/{file_id}/download",
     response_model=DownloadOut,
     summary="Create a fresh download URL for an input or output",
-    responses=error_responses(401, 403, 404, 500),
+    responses=error_responses(401, 403, 404, 410, 500),
 )
 def download_file(
     project_id: str,

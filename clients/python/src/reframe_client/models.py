@@ -88,6 +88,7 @@ class FileStatus(enum.StrEnum):
     PENDING = "pending"
     READY = "ready"
     REJECTED = "rejected"
+    EXPIRED = "expired"
 
 
 # --- account ----------------------------------------------------------------------------------
