@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     # A pending upload still unverified this long after its presign is abandoned: the sweeper
     # (reframe.services.sweep) deletes its bytes and marks it expired. At least the URL's life.
     upload_abandon_after_sec: int = Field(default=6 * 3600, gt=0)
+    # Retention: a verified input or a render output is deleted (bytes and all, by the
+    # sweeper) this many days after it was stored; the inputs of jobs still waiting or running
+    # are kept until the job ends.
+    retention_days: float = Field(default=7.0, gt=0)
     # How often the dispatcher runs the sweeper, and how many rows one run handles at most.
     sweep_interval_sec: float = Field(default=300.0, gt=0)
     sweep_batch: int = Field(default=200, ge=1)

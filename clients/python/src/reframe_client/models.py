@@ -278,6 +278,8 @@ class FileInfo:
     fps: float | None
     width: int | None
     height: int | None
+    # When the service deletes the stored bytes (retention); None once they are gone.
+    expires_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +314,7 @@ class Download:
     url: str
     expires_at: datetime
     filename: str
+    file_expires_at: datetime | None = None
 
 
 # --- jobs -------------------------------------------------------------------------------------
