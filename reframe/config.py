@@ -194,6 +194,23 @@ class Settings(BaseSettings):
     min_target_fps: int = 24
     max_target_fps: int = 240
     upload_url_ttl_sec: int = 900
+    # Request bodies of the JSON (and studio form) endpoints: none needs more than a few KiB,
+    # so anything larger is refused with 413 before it is read. The local storage PUT route is
+    # exempt: its signed URL carries its own size limit.
+    max_json_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Upload URLs an account may hold at once that were neither verified nor expired: each is
+    # a project row and a writable key, so an unlimited number is a cheap way to fill storage.
+    max_pending_uploads: int = Field(default=20, ge=1)
+    # A pending upload still unverified this long after its presign is abandoned: the sweeper
+    # (reframe.services.sweep) deletes its bytes and marks it expired. At least the URL's life.
+    upload_abandon_after_sec: int = Field(default=6 * 3600, gt=0)
+    # Retention: a verified input or a render output is deleted (bytes and all, by the
+    # sweeper) this many days after it was stored; the inputs of jobs still waiting or running
+    # are kept until the job ends.
+    retention_days: float = Field(default=7.0, gt=0)
+    # How often the dispatcher runs the sweeper, and how many rows one run handles at most.
+    sweep_interval_sec: float = Field(default=300.0, gt=0)
+    sweep_batch: int = Field(default=200, ge=1)
     download_url_ttl_sec: int = 3600
     # URLs a share link hands to anyone who opens it. The local backend also stops them when
     # the share is revoked; S3 cannot be asked, so their short life is the whole bound there.
@@ -328,6 +345,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{reason} {where}; {_MAKE_A_SECRET}")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("REFRAME_S3_BUCKET is required when REFRAME_STORAGE_BACKEND=s3")
+        if self.upload_abandon_after_sec < self.upload_url_ttl_sec:
+            # Sweeping before the URL expires would delete bytes a client may still be sending.
+            raise ValueError(
+                f"REFRAME_UPLOAD_ABANDON_AFTER_SEC ({self.upload_abandon_after_sec}) must be at "
+                f"least REFRAME_UPLOAD_URL_TTL_SEC ({self.upload_url_ttl_sec})"
+            )
         return self
 
     @property

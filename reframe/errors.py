@@ -72,6 +72,12 @@ class TooLarge(ReframeError):
     status_code = 413
 
 
+class Gone(ReframeError):
+    """The file existed but its bytes were deleted by the sweeper (abandoned or expired) (410)."""
+
+    status_code = 410
+
+
 class Conflict(ReframeError):
     """The request conflicts with the current state (409), e.g. cancelling a finished job."""
 

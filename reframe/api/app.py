@@ -39,7 +39,11 @@ def create_app(
     The database must already be migrated (reframe.db.migrate): the app never changes schema.
     """
     from reframe.api.errors import error_responses, install_error_handlers
-    from reframe.api.middleware import RateLimitMiddleware, RequestIdentity
+    from reframe.api.middleware import (
+        BodyLimitMiddleware,
+        RateLimitMiddleware,
+        RequestIdentity,
+    )
     from reframe.api.observability import ObservabilityMiddleware
     from reframe.api.observability import router as metrics_router
     from reframe.api.routes import jobs, me, pricing, projects, share, uploads
@@ -93,6 +97,9 @@ def create_app(
         identity=app.state.request_identity,
         metrics=app.state.metrics,
     )
+    # Outside the rate limiter (added later, runs earlier): a body over the cap is refused
+    # from its headers alone, before any other work.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes)
     # Added last, so it runs first: it sees the rate limiter's 429s, and binds the request id
     # before anything logs.
     app.add_middleware(ObservabilityMiddleware, api=app, metrics=app.state.metrics)

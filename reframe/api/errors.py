@@ -28,6 +28,7 @@ ERROR_DESCRIPTIONS = {
     403: "The resource belongs to another account",
     404: "Project, job, file, or share token was not found",
     409: "The job already ended, so it cannot change any more",
+    410: "The file's stored bytes were deleted after they expired",
     413: "Upload exceeds launch size or duration limits",
     429: "Too many requests for this API key; wait for Retry-After seconds",
     500: "Unexpected server error",

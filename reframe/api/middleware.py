@@ -1,4 +1,5 @@
-"""ASGI middleware of the API: per-client rate limits (429 with Retry-After).
+"""ASGI middleware of the API: per-client rate limits (429 with Retry-After), and a cap on
+request bodies (413, BodyLimitMiddleware).
 
 Whose bucket a request spends from is decided here, before any route runs, so that no route
 (log-in, sign-up, public pricing, share pages) is reached unlimited:
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reframe.api.client_address import TrustedProxies, client_address
 from reframe.api.errors import rate_limited_response
@@ -151,3 +153,57 @@ class RateLimitMiddleware:
                 await rate_limited_response(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+# The local storage backend's object route streams videos; its signed URL caps the size.
+_STREAMING_PREFIX = "/storage/"
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over `max_bytes` with 413 {"detail"} on every route but the
+    storage PUT: from Content-Length before a byte is read, else as soon as the streamed body
+    passes the limit (a chunked body declares nothing), so a client cannot make the API buffer
+    megabytes of JSON or form data."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> str:
+        return (
+            f"request body exceeds the {self.max_bytes}-byte limit of this endpoint; "
+            "send the video itself to the upload_url from POST /upload/presign"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(_STREAMING_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                await self._refuse(scope, receive, send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the app's body read: FastAPI passes HTTPExceptions on to
+                    # the app's handler, which answers {"detail"} like every other error.
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from fastapi.responses import JSONResponse
+
+        # Connection: close, so the server does not try to read the unread body as the next
+        # request on this connection.
+        response = JSONResponse(
+            {"detail": self._too_large()}, status_code=413, headers={"Connection": "close"}
+        )
+        await response(scope, receive, send)

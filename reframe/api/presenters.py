@@ -11,9 +11,10 @@ from reframe.api.schemas import (
     SharedFile,
 )
 from reframe.config import Settings
-from reframe.db.models import File, FileRole, Job, JobStatus, Project
+from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
 from reframe.jobs.refunds import due_on_cancel
 from reframe.services.projects import file_url
+from reframe.services.sweep import file_expires_at
 from reframe.storage.base import Storage
 
 
@@ -33,8 +34,9 @@ def _variable_rate(file: File) -> bool | None:
     return bool(value) if value is not None else None
 
 
-def file_public(file: File) -> FilePublic:
+def file_public(file: File, settings: Settings) -> FilePublic:
     return FilePublic(
+        expires_at=file_expires_at(file, settings),
         file_id=file.id,
         role=file.role,
         status=file.status,
@@ -67,8 +69,9 @@ def shared_file(file: File, url: str) -> SharedFile:
 
 def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
     output_url = None
-    if job.status is JobStatus.DONE and job.output_file is not None:
-        output_url = file_url(storage, settings, job.output_file)
+    output = job.output_file
+    if job.status is JobStatus.DONE and output is not None and output.status is FileStatus.READY:
+        output_url = file_url(storage, settings, output)
     return JobPublic(
         job_id=job.id,
         project_id=job.project_id,
@@ -113,14 +116,17 @@ def job_summary(job: Job) -> JobSummary:
 
 
 def project_public(
-    project: Project, share_url: str | None, share_page_url: str | None = None
+    project: Project,
+    settings: Settings,
+    share_url: str | None,
+    share_page_url: str | None = None,
 ) -> ProjectPublic:
     return ProjectPublic(
         project_id=project.id,
         name=project.name,
         created_at=project.created_at,
-        inputs=[file_public(f) for f in project.files if f.role is FileRole.INPUT],
-        outputs=[file_public(f) for f in project.files if f.role is FileRole.OUTPUT],
+        inputs=[file_public(f, settings) for f in project.files if f.role is FileRole.INPUT],
+        outputs=[file_public(f, settings) for f in project.files if f.role is FileRole.OUTPUT],
         jobs=[job_summary(j) for j in project.jobs],
         share_url=share_url,
         share_page_url=share_page_url,

@@ -369,6 +369,14 @@ class FilePublic(BaseModel):
     fps: float | None
     width: int | None
     height: int | None
+    expires_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When the stored bytes are deleted (REFRAME_RETENTION_DAYS after a file is stored; "
+            "an upload left unverified is deleted sooner). Afterwards the file's status is "
+            "`expired` and its URLs answer 410."
+        ),
+    )
 
 
 class JobPublic(BaseModel):
@@ -446,8 +454,11 @@ class JobSummary(BaseModel):
 class DownloadOut(BaseModel):
     file_id: str
     url: str
-    expires_at: datetime
+    expires_at: datetime = Field(description="When this download URL stops working")
     filename: str
+    file_expires_at: datetime | None = Field(
+        default=None, description="When the file itself is deleted (retention)"
+    )
 
 
 # --- jobs -------------------------------------------------------------------------------------

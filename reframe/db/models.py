@@ -19,6 +19,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -70,10 +71,12 @@ class FileRole(enum.StrEnum):
 
 class FileStatus(enum.StrEnum):
     # pending: URL handed out, bytes not yet verified; ready: size and probe checked;
-    # rejected: over a limit or not a video, the object was deleted.
+    # rejected: over a limit or not a video, the object was deleted; expired: the sweeper
+    # deleted its bytes (an upload abandoned before verification, reframe.services.sweep).
     PENDING = "pending"
     READY = "ready"
     REJECTED = "rejected"
+    EXPIRED = "expired"
 
 
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
@@ -157,6 +160,7 @@ class Project(Base):
 
 class File(Base):
     __tablename__ = "files"
+    __table_args__ = (Index("ix_files_status_created_at", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)

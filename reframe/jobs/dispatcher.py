@@ -342,8 +342,15 @@ def run_loop(
     poll_sec: float,
     wake: Subscription | None = None,
     webhooks: WebhookSender | None = None,
+    sweep: Callable[[], object] | None = None,
+    sweep_interval_sec: float = 300.0,
 ) -> None:
-    """Tick until `stop` is set; a status event wakes the loop early (a cancel, a new job)."""
+    """Tick until `stop` is set; a status event wakes the loop early (a cancel, a new job).
+
+    `sweep` (reframe.services.sweep) runs every `sweep_interval_sec`, starting with the first
+    round; every dispatcher runs it, and it is safe when several do at once.
+    """
+    next_sweep = time.monotonic()
     while not stop.is_set():
         try:
             dispatcher.tick()
@@ -354,6 +361,12 @@ def run_loop(
                 webhooks.run_once()
             except Exception:
                 log.exception("webhook delivery round failed; retrying")
+        if sweep is not None and time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + sweep_interval_sec
+            try:
+                sweep()
+            except Exception:
+                log.exception("storage sweep failed; retrying in %s s", sweep_interval_sec)
         if wake is not None:
             deadline = time.monotonic() + poll_sec
             while not stop.is_set() and time.monotonic() < deadline:

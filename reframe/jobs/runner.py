@@ -12,6 +12,7 @@ dashboard, as child processes of the replica that join the same cluster.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -57,6 +58,8 @@ class DispatcherRunner:
         from reframe.jobs.webhooks import WebhookSender
         from reframe.metrics import ProcessMetrics
         from reframe.pipeline.cluster import read_cluster_resources
+        from reframe.services.sweep import sweep
+        from reframe.storage import build_storage
 
         self._engine = make_engine(settings.resolved_database_url)
         sessions = make_sessionmaker(self._engine)
@@ -108,6 +111,8 @@ class DispatcherRunner:
                 "poll_sec": settings.dispatch_poll_sec,
                 "wake": self._wake,
                 "webhooks": WebhookSender.from_settings(sessions, settings),
+                "sweep": functools.partial(sweep, sessions, build_storage(settings), settings),
+                "sweep_interval_sec": settings.sweep_interval_sec,
             },
             name="reframe-dispatcher",
             daemon=True,

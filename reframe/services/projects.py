@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from reframe.config import Settings
 from reframe.db.models import Account, File, FileRole, FileStatus, Project, Share
-from reframe.errors import NotFound
+from reframe.errors import Gone, NotFound
 from reframe.storage.base import Storage
 
 
@@ -59,6 +59,8 @@ def download_url(storage: Storage, settings: Settings, file: File) -> str:
     An output is downloadable only once ready, which it becomes with its job's `done`: one
     being stored, or refused because its job ended otherwise, is not there to download.
     """
+    if file.status is FileStatus.EXPIRED:
+        raise Gone(file.error or f"file {file.id} expired and its stored bytes were deleted")
     if file.role is FileRole.OUTPUT and file.status is not FileStatus.READY:
         raise NotFound(
             f"file {file.id} is not available: its render was not delivered ({file.status.value})"

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from reframe.config import Settings
+from reframe.db.base import utcnow
 from reframe.db.models import Account, File, FileRole, FileStatus, Job, Project
 from reframe.errors import (
     Conflict,
+    Gone,
     InvalidInput,
     InvalidMedia,
     NotFound,
     ObjectChanged,
+    RateLimited,
     ReframeError,
     TooLarge,
 )
@@ -187,6 +190,37 @@ def register_output(
     )
 
 
+def check_pending_uploads(session: Session, settings: Settings, account: Account) -> None:
+    """Refuse a new upload URL while the account holds `max_pending_uploads` live ones.
+
+    Only URLs that can still be used count: an expired one frees its slot at once, whether or
+    not the sweeper has removed its row yet. The account row is locked first (PostgreSQL), so
+    concurrent presigns of one account are counted one after the other.
+    """
+    session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
+    now = utcnow()
+    live_since = now - timedelta(seconds=settings.upload_url_ttl_sec)
+    count, oldest = session.execute(
+        select(func.count(File.id), func.min(File.created_at)).where(
+            File.account_id == account.id,
+            File.role == FileRole.INPUT,
+            File.status == FileStatus.PENDING,
+            File.created_at > live_since,
+        )
+    ).one()
+    limit = settings.max_pending_uploads
+    if count < limit:
+        return
+    frees_in = settings.upload_url_ttl_sec - (now - oldest).total_seconds() if oldest else 1.0
+    raise RateLimited(
+        f"{count} uploads of this account are outstanding (presigned but not verified; the "
+        f"limit is {limit}). Free one by uploading its file and calling POST "
+        "/pricing/estimate-video on its key, or wait until the oldest upload URL expires in "
+        f"{max(1, int(frees_in))} s.",
+        retry_after=max(1.0, frees_in),
+    )
+
+
 def presign(
     session: Session,
     storage: Storage,
@@ -204,6 +238,7 @@ def presign(
     check_upload_name(name)
     media = check_content_type(content_type)
     check_declared_size(size_bytes, settings)
+    check_pending_uploads(session, settings, account)
 
     project = Project(account_id=account.id, name=os.path.splitext(name)[0][:255] or name)
     session.add(project)
@@ -299,6 +334,8 @@ def verify_input(
     """
     if file.role is not FileRole.INPUT:
         raise InvalidInput(f"file {file.id} is a render output, not an upload")
+    if file.status is FileStatus.EXPIRED:
+        raise Gone(file.error or f"file {file.id} expired and its bytes were deleted")
     if file.status is FileStatus.REJECTED:
         status = file.error_status or 400
         message = f"This upload was rejected and deleted: {file.error} Presign a new upload."

@@ -122,6 +122,11 @@ class Storage(Protocol):
         """
         ...
 
+    def sweep_incomplete(self, older_than: datetime) -> int:
+        """Remove uploads that never completed and were started before `older_than` (local
+        `.part` files, S3 multipart uploads); returns how many. Safe to run concurrently."""
+        ...
+
 
 def pinned_copy_key(dest_prefix: str, sha256: str, key: str) -> str:
     """Where `pin` stores a copy: content-addressed under the caller's prefix."""

@@ -336,6 +336,26 @@ class LocalStorage:
             check_pinned(pin, digest.hexdigest(), size)
         yield path
 
+    def sweep_incomplete(self, older_than: datetime) -> int:
+        """Delete `.part` files last written before `older_than`: uploads whose connection
+        died (a killed process skips PartialUpload's cleanup). A live upload writes its file
+        continuously, so its mtime stays recent."""
+        cutoff = older_than.timestamp()
+        removed = 0
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                if not (name.startswith(".") and name.endswith(".part")):
+                    continue
+                path = Path(folder) / name
+                try:
+                    if path.lstat().st_mtime >= cutoff:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:  # another sweeper, or the upload itself, was first
+                    continue
+                removed += 1
+        return removed
+
 
 def _version(stat: os.stat_result) -> str:
     # Uploads land by rename, so a rewrite always brings a new inode and mtime.

@@ -184,6 +184,28 @@ class S3Storage:
                 f"object storage refused GET {key!r}: {_error_code(exc)}"
             ) from exc
 
+    def sweep_incomplete(self, older_than: datetime) -> int:
+        """Abort multipart uploads initiated before `older_than`: their parts are stored (and
+        billed) but invisible until completed, which an abandoned client never does."""
+        from botocore.exceptions import ClientError
+
+        aborted = 0
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] >= older_than:
+                    continue
+                try:
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) != "NoSuchUpload":  # another sweeper was first
+                        raise
+                    continue
+                aborted += 1
+        return aborted
+
     @contextmanager
     def local_path(self, key: str, *, pin: ObjectPin | None = None) -> Iterator[Path]:
         """Download `key` to a private temporary folder, removed when the block ends.

@@ -69,3 +69,55 @@ def http_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@dataclass
+class Trickler:
+    url: str
+    connections: int = 0
+    connected: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def trickling_receiver(interval: float = 0.5) -> Iterator[Trickler]:
+    """A receiver that takes the request, then answers one byte every `interval` seconds and
+    never finishes: every read of it succeeds, so per-socket timeouts never fire."""
+    import socket
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    box = Trickler(f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(1.0)
+            try:
+                conn.recv(65536)
+                box.connected.set()
+                for byte in b"HTTP/1.1 200 OK\r\n" * 10_000:
+                    if stop.wait(interval):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the sender gave up and closed its end
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            box.connections += 1
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        yield box
+    finally:
+        stop.set()
+        server.join(timeout=5)
+        listener.close()

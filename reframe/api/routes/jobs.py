@@ -34,7 +34,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     "",
     response_model=JobCreated,
     summary="Start a render. Credits are deducted when the job is accepted",
-    responses=error_responses(400, 401, 402, 403, 404, 413, 500),
+    responses=error_responses(400, 401, 402, 403, 404, 410, 413, 500),
 )
 def create_job(
     body: JobCreate,

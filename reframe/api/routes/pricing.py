@@ -124,7 +124,7 @@ def estimate(body: EstimateIn, settings: SettingsDep) -> EstimateOut:
     "/estimate-video",
     response_model=EstimateVideoOut,
     summary="Probe an uploaded file and estimate one or more output FPS choices",
-    responses=error_responses(400, 401, 403, 404, 413, 500),
+    responses=error_responses(400, 401, 403, 404, 410, 413, 500),
 )
 def estimate_video(
     body: EstimateVideoIn,

@@ -14,6 +14,7 @@ from reframe.api.schemas import MAX_PAGE_OFFSET, DownloadOut, Page, ProjectPubli
 from reframe.config import Settings
 from reframe.db.models import Project, Share
 from reframe.services import ownership, projects, shares
+from reframe.services.sweep import file_expires_at
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -29,9 +30,9 @@ def share_page_url(settings: Settings, token: str) -> str:
 
 def _project_public(settings: Settings, project: Project, live: Share | None) -> ProjectPublic:
     if live is None:
-        return project_public(project, None)
+        return project_public(project, settings, None)
     return project_public(
-        project, share_url(settings, live.token), share_page_url(settings, live.token)
+        project, settings, share_url(settings, live.token), share_page_url(settings, live.token)
     )
 
 
@@ -80,7 +81,7 @@ def read_project(
     "/{project_id}/files/{file_id}/download",
     response_model=DownloadOut,
     summary="Create a fresh download URL for an input or output",
-    responses=error_responses(401, 403, 404, 500),
+    responses=error_responses(401, 403, 404, 410, 500),
 )
 def download_file(
     project_id: str,
@@ -97,6 +98,7 @@ def download_file(
         url=url,
         expires_at=datetime.now(UTC) + timedelta(seconds=settings.download_url_ttl_sec),
         filename=file.filename,
+        file_expires_at=file_expires_at(file, settings),
     )
 
 

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/upload", tags=["uploads"])
     "/presign",
     response_model=PresignOut,
     summary="Create a direct upload URL for your video file",
-    responses=error_responses(400, 401, 413, 500),
+    responses=error_responses(400, 401, 413, 429, 500),
 )
 def presign_upload(
     body: PresignIn,

@@ -103,6 +103,7 @@ class FileStatus(enum.StrEnum):
     PENDING = "pending"
     READY = "ready"
     REJECTED = "rejected"
+    EXPIRED = "expired"
 
 
 # --- account ----------------------------------------------------------------------------------
@@ -292,6 +293,8 @@ class FileInfo:
     fps: float | None
     width: int | None
     height: int | None
+    # When the service deletes the stored bytes (retention); None once they are gone.
+    expires_at: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +329,7 @@ class Download:
     url: str
     expires_at: datetime
     filename: str
+    file_expires_at: datetime | None = None
 
 
 # --- jobs -------------------------------------------------------------------------------------
