@@ -257,7 +257,11 @@ class Settings(BaseSettings):
     # Webhooks: destinations that resolve to private, loopback or link-local addresses are
     # refused (SSRF) unless an operator allows them (a self-hosted install on a LAN).
     webhook_allow_private: bool = False
-    webhook_timeout_sec: float = 5.0
+    webhook_timeout_sec: float = 5.0  # each socket operation of a delivery
+    # A whole delivery attempt, DNS to the answer's last byte; deliveries run on this many
+    # threads beside the dispatcher loop (reframe.jobs.webhooks.WebhookPool).
+    webhook_deadline_sec: float = Field(default=15.0, gt=0)
+    webhook_workers: int = Field(default=4, ge=1, le=64)
     webhook_max_attempts: int = 6
     webhook_backoff_base_sec: float = 5.0
     # Dispatcher: renders running at once (None = cluster GPUs, else CPUs), lease length and

@@ -350,17 +350,32 @@ def run_loop(
     `sweep` (reframe.services.sweep) runs every `sweep_interval_sec`, starting with the first
     round; every dispatcher runs it, and it is safe when several do at once.
     """
+    from reframe.jobs.webhooks import WebhookPool
+
+    # Deliveries run beside the loop, never in it: a receiver that trickles its answer (or a
+    # host whose DNS hangs) would otherwise hold up claims, cancels and time limits.
+    pool = WebhookPool(webhooks, poll_sec=poll_sec).start() if webhooks is not None else None
+    try:
+        _loop(dispatcher, stop, poll_sec, wake, sweep, sweep_interval_sec)
+    finally:
+        if pool is not None:
+            pool.stop()
+
+
+def _loop(
+    dispatcher: Dispatcher,
+    stop: threading.Event,
+    poll_sec: float,
+    wake: Subscription | None,
+    sweep: Callable[[], object] | None,
+    sweep_interval_sec: float,
+) -> None:
     next_sweep = time.monotonic()
     while not stop.is_set():
         try:
             dispatcher.tick()
         except Exception:
             log.exception("dispatcher tick failed; retrying")
-        if webhooks is not None:
-            try:
-                webhooks.run_once()
-            except Exception:
-                log.exception("webhook delivery round failed; retrying")
         if sweep is not None and time.monotonic() >= next_sweep:
             next_sweep = time.monotonic() + sweep_interval_sec
             try:

@@ -17,14 +17,18 @@ Redirects are not followed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import ipaddress
 import json
+import logging
+import queue
 import secrets
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +45,8 @@ from reframe.errors import InvalidInput
 
 if TYPE_CHECKING:
     from reframe.config import Settings
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Reframe-Signature"
 EVENT_ID_HEADER = "Reframe-Event-Id"
@@ -221,9 +227,11 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         super().__init__(host, port, timeout=timeout, context=context)
         self._address = address
         self._tls = context
+        self.raw_sock: socket.socket | None = None
 
     def connect(self) -> None:
         raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.raw_sock = raw  # what the deadline's watchdog shuts, during the handshake too
         # Certificate and SNI are for the URL's host name, while the socket goes to the
         # address that passed the check.
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
@@ -242,32 +250,61 @@ def _is_retriable(status: int) -> bool:
     return status >= 500 or status in (408, 409, 425, 429)
 
 
+def _cut(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
+    """Shut the attempt's socket down: a blocked read or write returns at once."""
+    fired.set()
+    for sock in (getattr(conn, "raw_sock", None), conn.sock):
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 def post_once(
     dest: Destination,
     body: bytes,
     headers: dict[str, str],
     *,
     timeout: float,
+    deadline: float | None = None,
     tls_context: ssl.SSLContext | None = None,
 ) -> AttemptResult:
-    """One POST to the first checked address that accepts a connection."""
+    """One POST to the first checked address that accepts a connection, all of it (every
+    address tried, TLS, the whole answer) over by `deadline` (time.monotonic()).
+
+    `timeout` bounds each socket operation only: a receiver that sends one byte every few
+    seconds never trips it, so a watchdog shuts the socket down when the deadline comes.
+    """
+    end = deadline if deadline is not None else time.monotonic() + 3 * timeout
     errors: list[str] = []
     for address in dest.addresses:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            errors.append("the delivery deadline passed before this address was tried")
+            break
         conn: http.client.HTTPConnection
+        op_timeout = min(timeout, remaining)
         if dest.scheme == "https":
             ctx = tls_context or ssl.create_default_context()
-            conn = _PinnedHTTPSConnection(dest.host, dest.port, address, timeout, ctx)
+            conn = _PinnedHTTPSConnection(dest.host, dest.port, address, op_timeout, ctx)
         else:
-            conn = _PinnedHTTPConnection(dest.host, dest.port, address, timeout)
+            conn = _PinnedHTTPConnection(dest.host, dest.port, address, op_timeout)
+        fired = threading.Event()
+        watchdog = threading.Timer(remaining, _cut, args=(conn, fired))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             conn.request("POST", dest.target, body=body, headers=headers)
             response = conn.getresponse()
             response.read(64 * 1024)  # drain a little so the connection closes cleanly
             status = response.status
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if fired.is_set():
+                errors.append(f"{address}: no complete answer within the delivery deadline")
+                break
             errors.append(f"{address}: {exc.__class__.__name__}: {exc}")
             continue
         finally:
+            watchdog.cancel()
             conn.close()
         if 200 <= status < 300:
             return AttemptResult(True, status, None, False)
@@ -337,9 +374,35 @@ def ensure_webhook_secret(session: Session, account: Account) -> str:
     return account.webhook_secret
 
 
+class DeliveryDeadline(Exception):
+    """The attempt's total deadline passed (raised where DNS was still resolving)."""
+
+
+def _resolve_within(resolver: Resolver, host: str, port: int, seconds: float) -> list[str]:
+    """`resolver(host, port)`, or DeliveryDeadline after `seconds`: getaddrinfo cannot be
+    interrupted, so it runs in a thread of its own that is left to finish by itself."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["addresses"] = list(resolver(host, port))
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="reframe-webhook-dns", daemon=True)
+    thread.start()
+    thread.join(max(0.0, seconds))
+    if thread.is_alive():
+        raise DeliveryDeadline(f"DNS for {host!r} gave no answer within the delivery deadline")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["addresses"]  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class _Claimed:
     id: str
+    job_id: str | None
     url: str
     body: bytes
     secret: str
@@ -363,6 +426,8 @@ class WebhookSender:
         max_attempts: int,
         backoff_base_sec: float,
         timeout_sec: float = 5.0,
+        deadline_sec: float | None = None,
+        workers: int = 4,
         resolver: Resolver = _system_resolver,
     ) -> None:
         self.sessions = sessions
@@ -370,6 +435,9 @@ class WebhookSender:
         self.max_attempts = max_attempts
         self.backoff_base_sec = backoff_base_sec
         self.timeout_sec = timeout_sec
+        # One attempt, DNS to the last byte of the answer, whatever the receiver does.
+        self.deadline_sec = deadline_sec if deadline_sec is not None else 3 * timeout_sec
+        self.workers = max(1, workers)
         self.resolver = resolver
 
     @classmethod
@@ -380,11 +448,14 @@ class WebhookSender:
             max_attempts=settings.webhook_max_attempts,
             backoff_base_sec=settings.webhook_backoff_base_sec,
             timeout_sec=settings.webhook_timeout_sec,
+            deadline_sec=settings.webhook_deadline_sec,
+            workers=settings.webhook_workers,
         )
 
     def _claim(self, limit: int) -> list[_Claimed]:
         now = utcnow()
-        claim_until = now + timedelta(seconds=self.timeout_sec * 4 + 30)
+        # Past the attempt's deadline: a sender that died mid-attempt delays the row, no more.
+        claim_until = now + timedelta(seconds=self.deadline_sec + 30)
         claimed: list[_Claimed] = []
         with self.sessions() as session:
             rows = session.scalars(
@@ -405,7 +476,7 @@ class WebhookSender:
                 row.attempts += 1
                 row.next_attempt_at = claim_until
                 body = json.dumps(row.payload, separators=(",", ":"), sort_keys=True).encode()
-                claimed.append(_Claimed(row.id, row.url, body, secret, row.attempts))
+                claimed.append(_Claimed(row.id, row.job_id, row.url, body, secret, row.attempts))
             session.commit()
         return claimed
 
@@ -426,23 +497,108 @@ class WebhookSender:
                 row.next_attempt_at = None  # given up; last_error says why
             session.commit()
 
-    def run_once(self, limit: int = 20) -> int:
-        """Make one attempt for each due notification (up to `limit`); returns how many."""
-        claimed = self._claim(limit)
-        for item in claimed:
-            try:
-                dest = check_destination(
-                    item.url, allow_private=self.allow_private, resolver=self.resolver
-                )
-            except InvalidInput as exc:
-                # DNS may change between acceptance and delivery; a private answer now is final.
-                self._settle(item, AttemptResult(False, None, exc.message, False))
-                continue
+    def attempt(self, item: _Claimed) -> AttemptResult:
+        """One delivery attempt of a claimed row, settled; over within `deadline_sec`."""
+        end = time.monotonic() + self.deadline_sec
+        try:
+            dest = check_destination(
+                item.url,
+                allow_private=self.allow_private,
+                resolver=lambda host, port: _resolve_within(
+                    self.resolver, host, port, end - time.monotonic()
+                ),
+            )
+        except InvalidInput as exc:
+            # DNS may change between acceptance and delivery; a private answer now is final.
+            result = AttemptResult(False, None, exc.message, False)
+        except DeliveryDeadline as exc:
+            result = AttemptResult(False, None, str(exc), True)
+        else:
             result = post_once(
                 dest,
                 item.body,
                 build_request(item.secret, item.id, item.body),
                 timeout=self.timeout_sec,
+                deadline=end,
             )
-            self._settle(item, result)
+        self._settle(item, result)
+        return result
+
+    def run_once(self, limit: int = 20) -> int:
+        """Make one attempt for each due notification (up to `limit`), one after another, in
+        this thread; returns how many. The service delivers with `WebhookPool` instead."""
+        claimed = self._claim(limit)
+        for item in claimed:
+            self.attempt(item)
         return len(claimed)
+
+
+class WebhookPool:
+    """Delivers the outbox on threads of its own, so that no receiver slows the dispatcher.
+
+    A feeder claims a round of due rows (at most a few per worker, so memory stays bounded),
+    hands each job's rows to one worker (a job's notifications keep their order), and claims
+    the next round when this one is over; each attempt ends by the sender's deadline, so a
+    round does too. Rows still claimed at `stop()` are delivered after their claim runs out,
+    by this service or another one.
+    """
+
+    def __init__(self, sender: WebhookSender, *, poll_sec: float) -> None:
+        self.sender = sender
+        self.poll_sec = poll_sec
+        self._stop = threading.Event()
+        self._queue: queue.Queue[list[_Claimed]] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> WebhookPool:
+        names = ["reframe-webhook-feeder"] + [
+            f"reframe-webhook-{i}" for i in range(self.sender.workers)
+        ]
+        targets = [self._feed] + [self._work] * self.sender.workers
+        for name, target in zip(names, targets, strict=True):
+            # Daemons: a receiver still trickling when the service stops must not keep the
+            # process alive (its row is claimed and will be retried).
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+
+    def _feed(self) -> None:
+        while not self._stop.is_set():
+            try:
+                claimed = self.sender._claim(4 * self.sender.workers)
+            except Exception:
+                log.exception("claiming webhook deliveries failed; retrying")
+                claimed = []
+            if not claimed:
+                self._stop.wait(self.poll_sec)
+                continue
+            by_job: dict[str, list[_Claimed]] = {}
+            for item in claimed:
+                by_job.setdefault(item.job_id or item.id, []).append(item)
+            for items in by_job.values():
+                self._queue.put(items)
+            while self._queue.unfinished_tasks and not self._stop.wait(0.05):
+                pass
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                items = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                for item in items:
+                    if self._stop.is_set():
+                        break
+                    self.sender.attempt(item)
+            except Exception:
+                log.exception("a webhook delivery failed unexpectedly; it is retried later")
+            finally:
+                self._queue.task_done()
