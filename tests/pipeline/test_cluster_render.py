@@ -270,7 +270,12 @@ def test_autoscaled_gpu_nodes_come_render_on_s3_and_go(
     autoscaling_head: tuple[RayHead, dict[str, str]], tmp_path: Path, rife_weights: Path
 ) -> None:
     head, storage = autoscaling_head
-    assert head.alive_nodes() == 1
+    # The head alone; the dashboard lists it once it has its first report.
+    deadline = time.monotonic() + 60
+    while (alive := head.alive_nodes()) != 1:
+        assert alive == 0, f"{alive} nodes before any render"
+        assert time.monotonic() < deadline, "the head never showed up in the state API"
+        time.sleep(1)
     assert head.autoscaling_config is not None
 
     # Local storage on a cluster that can grow is refused, with what to set instead.
