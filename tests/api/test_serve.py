@@ -97,16 +97,21 @@ def test_canonical_workflow_over_serve_http(service: RunningService, tmp_path: P
 
 
 def _replica_pids() -> list[int]:
+    """The API replicas of this session's Ray (its raylet's children): any other Ray on the
+    machine, a developer's or a leftover, has replicas of its own."""
+    import psutil
+    import ray
+
+    node = ray._private.worker._global_node
+    raylet = node.all_processes[ray._private.ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
     pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for proc in psutil.Process(raylet).children(recursive=True):
         try:
-            title = (proc / "cmdline").read_bytes()
-        except OSError:
+            title = " ".join(proc.cmdline())
+        except psutil.Error:
             continue
-        if title.startswith(b"ray::ServeReplica") and b"ReframeAPI" in title:
-            pids.append(int(proc.name))
+        if title.startswith("ray::ServeReplica") and "ReframeAPI" in title:
+            pids.append(proc.pid)
     return pids
 
 
