@@ -563,7 +563,9 @@ class WebhookPool:
             self._threads.append(thread)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        # Short: a worker inside a slow attempt is a daemon and its row stays claimed, so the
+        # service's stop (10 s promised to operators) does not wait for a receiver.
         self._stop.set()
         end = time.monotonic() + timeout
         for thread in self._threads:
