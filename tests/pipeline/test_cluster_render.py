@@ -266,6 +266,11 @@ def autoscaling_head(
         yield head, storage
 
 
+# Run with the suite's first tests, before the session's shared Ray and the other Serve tests:
+# after them, in two full runs, its service answered with another app's database (401 for a
+# key it had just created) although it passes alone and after this module; the cause is not
+# found yet (see the closing note of 2026-12-03).
+@pytest.mark.own_ray
 def test_autoscaled_gpu_nodes_come_render_on_s3_and_go(
     autoscaling_head: tuple[RayHead, dict[str, str]], tmp_path: Path, rife_weights: Path
 ) -> None:
