@@ -86,6 +86,7 @@ def create_app(
     app.state.metrics = ProcessMetrics()
     app.state.rate_limits = RequestLimits.from_settings(settings)
     app.state.login_throttle = login_throttle(settings)
+    install_error_handlers(app)  # before the middlewares below: its own one is innermost
     app.state.request_identity = RequestIdentity(
         app.state.read_sessionmaker,
         settings.trusted_proxy_networks,
@@ -104,7 +105,6 @@ def create_app(
     # before anything logs.
     app.add_middleware(ObservabilityMiddleware, api=app, metrics=app.state.metrics)
 
-    install_error_handlers(app)
     for router in (me.router, pricing.router, uploads.router, jobs.router, projects.router):
         app.include_router(router)
     app.include_router(share.router)

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reframe.api.schemas import ErrorOut
 from reframe.errors import RateLimited, ReframeError, Unauthorized
@@ -108,7 +109,41 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)
 
 
+class UnexpectedErrorMiddleware:
+    """Answers an unexpected exception with the JSON 500 itself, and does not re-raise it.
+
+    Starlette's own last-resort handler sends the 500 and then raises again, and uvicorn closes
+    the socket of any request whose app raised: a keep-alive client's next request, already on
+    its way over that pooled connection, is reset, and for a write it cannot tell whether it
+    ran. Installed innermost among the middlewares, so the others see an ordinary 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:  # half an answer is out: only a dropped connection tells the client
+                raise
+            response = await _unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    # First added is innermost: it must sit inside every other middleware (see its docstring).
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_exception_handler(ReframeError, _reframe_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -99,3 +99,33 @@ def test_openapi_documents_everything(api: ApiHarness) -> None:
     assert "402" in paths["/jobs"]["post"]["responses"]
     assert "413" in paths["/upload/presign"]["post"]["responses"]
     assert spec["components"]["schemas"]["JobCreate"]["examples"]
+
+
+def test_an_unexpected_500_keeps_the_connection_open(api: ApiHarness) -> None:
+    """A server that answers 500 and then drops the socket breaks every keep-alive client: the
+    next request, sent on the pooled connection, is reset (the client saw a write that may or
+    may not have run). The 500 is a whole answer; the connection lives on."""
+    import http.client
+
+    from tests.fixtures.browser import _ServerThread, free_port
+
+    @api.app.get("/_boom")
+    def boom() -> None:
+        raise RuntimeError(SECRET_INTERNAL)
+
+    port = free_port()
+    server = _ServerThread(api.app, port)
+    server.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/_boom")
+        first = conn.getresponse()
+        assert first.status == 500
+        assert b"hunter2" not in first.read()
+        assert first.getheader("connection") != "close"
+        conn.request("GET", "/healthz")  # the same socket
+        second = conn.getresponse()
+        assert (second.status, second.read()) == (200, b'{"status":"ok"}')
+        conn.close()
+    finally:
+        server.stop()
