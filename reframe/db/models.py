@@ -233,6 +233,9 @@ class Job(Base):
     input_version: Mapped[str | None] = mapped_column(String(255), nullable=True)
     input_version_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     input_probe: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The customer's render choices beyond target_fps (output format, slow motion, preview), as
+    # accepted and priced; NULL is the defaults. Owned by the job-creation service.
+    render_options: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     # Billing: what was taken, from which pool, and how much has been given back.
     charged_xeconds: Mapped[int] = mapped_column(Integer)
