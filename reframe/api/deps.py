@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +15,7 @@ from reframe.config import Settings
 from reframe.db.models import Account
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.services import accounts
+from reframe.services.pagination import Window
 from reframe.storage.base import Storage
 
 # auto_error=False: a missing header must produce our 401 body, not FastAPI's 403.
@@ -40,6 +41,20 @@ async def get_storage(request: Request) -> Storage:
 async def get_lifecycle(request: Request) -> JobLifecycle:
     lifecycle: JobLifecycle = request.app.state.lifecycle
     return lifecycle
+
+
+# Largest OFFSET a page may ask for: what every database's integer OFFSET holds (a larger one
+# overflowed SQLite and PostgreSQL into a 500), and far past any account's history.
+MAX_PAGE_OFFSET = 2**31 - 1
+
+
+async def page_window(
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 20,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_PAGE_OFFSET, description="Items to skip: a page's next_offset")
+    ] = 0,
+) -> Window:
+    return Window(limit=limit, offset=offset)
 
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -70,6 +85,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionDep = Annotated[Session, Depends(get_session)]
 LifecycleDep = Annotated[JobLifecycle, Depends(get_lifecycle)]
+PageDep = Annotated[Window, Depends(page_window)]
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

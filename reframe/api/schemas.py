@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
 from reframe.services.ledger import LedgerKind
+from reframe.services.pagination import PageSlice
 
 T = TypeVar("T")
 
@@ -19,10 +20,6 @@ _KEY_EXAMPLE = "uploads/3f2a.../9c1e.../clip.mp4"
 # floats; none is a duration or a frame rate, and an infinite one overflowed the price
 # (math.ceil) into a 500. Refused here, they are a 400 that names the field.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-
-# Largest OFFSET a page may ask for: what every database's integer OFFSET holds (a larger one
-# overflowed SQLite and PostgreSQL into a 500), and far past any account's history.
-MAX_PAGE_OFFSET = 2**31 - 1
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -67,6 +64,18 @@ class Page(BaseModel, Generic[T]):
     limit: int
     offset: int
     next_offset: int | None = Field(description="offset of the next page; null on the last one")
+
+    @classmethod
+    def of(cls, page: PageSlice[Any], items: list[T], **extra: Any) -> Self:
+        """The response for `page` (services.pagination), its rows presented as `items`."""
+        return cls(
+            items=items,
+            total=page.total,
+            limit=page.window.limit,
+            offset=page.window.offset,
+            next_offset=page.next_offset,
+            **extra,
+        )
 
 
 # --- account ----------------------------------------------------------------------------------

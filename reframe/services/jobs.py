@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from reframe.errors import InsufficientCredits, InvalidInput
 from reframe.logs import job_fields
 from reframe.services import ledger, ownership, pricing, transitions, uploads
 from reframe.services.ledger import Balance
+from reframe.services.pagination import PageSlice, Window, fetch_page
 from reframe.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -197,17 +198,11 @@ def accept(
     return AcceptedJob(job, after)
 
 
-def list_jobs(
-    session: Session, account: Account, *, limit: int, offset: int
-) -> tuple[list[Job], int]:
-    total = session.scalar(
-        select(func.count()).select_from(Job).where(Job.account_id == account.id)
-    )
-    jobs = session.scalars(
+def list_jobs(session: Session, account: Account, window: Window) -> PageSlice[Job]:
+    return fetch_page(
+        session,
         select(Job)
         .where(Job.account_id == account.id)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(jobs), int(total or 0)
+        .order_by(Job.created_at.desc(), Job.id.desc()),
+        window,
+    )

@@ -9,12 +9,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from reframe.db.models import CreditPool, Job, JobStatus, LedgerEntry, LedgerReason
 from reframe.errors import InvalidInput
+from reframe.services.pagination import PageSlice, Window, fetch_page
 
 
 @dataclass(frozen=True)
@@ -148,36 +150,31 @@ def _describe(kind: LedgerKind, entry: LedgerEntry, job: Job | None) -> str:
     }[kind]
 
 
-def history(
-    session: Session, account_id: str, *, limit: int, offset: int
-) -> tuple[list[LedgerLine], int]:
+def history(session: Session, account_id: str, window: Window) -> PageSlice[LedgerLine]:
     """One page of the account's entries, newest first, and how many there are in all.
 
     Newest by id: ids follow insertion, while `created_at` comes from each writer's clock.
     """
-    total = session.scalar(
-        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.account_id == account_id)
-    )
-    rows = session.execute(
+    page = fetch_page(
+        session,
         select(LedgerEntry, Job)
         .outerjoin(Job, Job.id == LedgerEntry.job_id)
         .where(LedgerEntry.account_id == account_id)
-        .order_by(LedgerEntry.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    lines = []
-    for entry, job in rows:
-        kind = _kind(entry, job)
-        lines.append(
-            LedgerLine(
-                entry_id=entry.id,
-                kind=kind,
-                amount=entry.delta,
-                pool=entry.pool,
-                job_id=entry.job_id,
-                description=_describe(kind, entry, job),
-                created_at=entry.created_at,
-            )
-        )
-    return lines, int(total or 0)
+        .order_by(LedgerEntry.id.desc()),
+        window,
+    )
+    return page.map(_line)
+
+
+def _line(row: Any) -> LedgerLine:
+    entry, job = row
+    kind = _kind(entry, job)
+    return LedgerLine(
+        entry_id=entry.id,
+        kind=kind,
+        amount=entry.delta,
+        pool=entry.pool,
+        job_id=entry.job_id,
+        description=_describe(kind, entry, job),
+        created_at=entry.created_at,
+    )

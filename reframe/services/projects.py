@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from reframe.config import Settings
 from reframe.db.models import Account, File, FileRole, FileStatus, Project, Share
 from reframe.errors import Gone, NotFound
+from reframe.services.pagination import PageSlice, Window, fetch_page
 from reframe.storage.base import Storage
 
 
-def list_projects(
-    session: Session, account: Account, *, limit: int, offset: int
-) -> tuple[list[Project], int]:
+def list_projects(session: Session, account: Account, window: Window) -> PageSlice[Project]:
     """Newest first, with files and jobs loaded for the history view."""
-    total = session.scalar(
-        select(func.count()).select_from(Project).where(Project.account_id == account.id)
-    )
-    projects = session.scalars(
+    return fetch_page(
+        session,
         select(Project)
         .where(Project.account_id == account.id)
         .options(selectinload(Project.files), selectinload(Project.jobs))
-        .order_by(Project.created_at.desc(), Project.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(projects), int(total or 0)
+        .order_by(Project.created_at.desc(), Project.id.desc()),
+        window,
+    )
 
 
 def file_url(

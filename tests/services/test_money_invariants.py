@@ -40,6 +40,7 @@ from reframe.errors import Conflict, InsufficientCredits, InvalidInput
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.jobs.progress import MemoryProgressStore
 from reframe.services import accounts, jobs, ledger, uploads
+from reframe.services.pagination import Window
 from reframe.storage import build_storage
 from reframe.storage.base import Storage
 from tests.fixtures.app import make_settings
@@ -430,7 +431,8 @@ def _check_invariants(
         # GET /me/ledger's history: every entry once, newest first, summing to the balance, and
         # a cancel's refund told apart from a failure's and the operator's.
         for account_id in account_ids:
-            lines, total = ledger.history(session, account_id, limit=10_000, offset=0)
+            page = ledger.history(session, account_id, Window(limit=10_000, offset=0))
+            lines, total = page.rows, page.total
             own = [e for e in entries if e.account_id == account_id]
             assert total == len(lines) == len(own)
             assert [line.entry_id for line in lines] == sorted((e.id for e in own), reverse=True)

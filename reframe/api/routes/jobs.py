@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
@@ -12,6 +12,7 @@ from reframe.api.deps import (
     Credentials,
     CurrentAccount,
     LifecycleDep,
+    PageDep,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -21,7 +22,7 @@ from reframe.api.deps import (
 from reframe.api.errors import error_responses
 from reframe.api.presenters import job_public
 from reframe.api.routes.me import balance_out
-from reframe.api.schemas import MAX_PAGE_OFFSET, JobCreate, JobCreated, JobPublic, Page
+from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
 from reframe.jobs.progress import ProgressStore, overlay_live
 from reframe.jobs.refunds import due_on_cancel
@@ -173,14 +174,7 @@ def list_jobs(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
+    window: PageDep,
 ) -> Page[JobPublic]:
-    rows, total = jobs.list_jobs(session, account, limit=limit, offset=offset)
-    return Page[JobPublic](
-        items=[job_public(j, storage, settings) for j in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-        next_offset=offset + len(rows) if offset + len(rows) < total else None,
-    )
+    page = jobs.list_jobs(session, account, window)
+    return Page[JobPublic].of(page, [job_public(j, storage, settings) for j in page.rows])

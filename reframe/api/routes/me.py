@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from reframe.api.deps import CurrentAccount, SessionDep
+from reframe.api.deps import CurrentAccount, PageDep, SessionDep
 from reframe.api.errors import error_responses
 from reframe.api.schemas import (
-    MAX_PAGE_OFFSET,
     AccountOut,
     ApiKeyCreated,
     ApiKeyInfo,
@@ -64,29 +61,22 @@ def read_me(account: CurrentAccount, session: SessionDep) -> MeOut:
 def read_ledger(
     account: CurrentAccount,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
+    window: PageDep,
 ) -> LedgerPage:
-    lines, total = ledger.history(session, account.id, limit=limit, offset=offset)
-    return LedgerPage(
-        items=[
-            LedgerEntryOut(
-                entry_id=line.entry_id,
-                kind=line.kind,
-                amount_xeconds=line.amount,
-                pool=line.pool,
-                job_id=line.job_id,
-                description=line.description,
-                created_at=line.created_at,
-            )
-            for line in lines
-        ],
-        total=total,
-        limit=limit,
-        offset=offset,
-        next_offset=offset + len(lines) if offset + len(lines) < total else None,
-        balance=balance_out(ledger.balance(session, account.id)),
-    )
+    page = ledger.history(session, account.id, window)
+    items = [
+        LedgerEntryOut(
+            entry_id=line.entry_id,
+            kind=line.kind,
+            amount_xeconds=line.amount,
+            pool=line.pool,
+            job_id=line.job_id,
+            description=line.description,
+            created_at=line.created_at,
+        )
+        for line in page.rows
+    ]
+    return LedgerPage.of(page, items, balance=balance_out(ledger.balance(session, account.id)))
 
 
 @router.post(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
-from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
+from reframe.api.deps import CurrentAccount, PageDep, SessionDep, SettingsDep, StorageDep
 from reframe.api.errors import error_responses
 from reframe.api.presenters import project_public
-from reframe.api.schemas import MAX_PAGE_OFFSET, DownloadOut, Page, ProjectPublic, ShareOut
+from reframe.api.schemas import DownloadOut, Page, ProjectPublic, ShareOut
 from reframe.config import Settings
 from reframe.db.models import Project, Share
 from reframe.services import ownership, projects, shares
@@ -46,21 +45,11 @@ def list_projects(
     account: CurrentAccount,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
+    window: PageDep,
 ) -> Page[ProjectPublic]:
-    rows, total = projects.list_projects(session, account, limit=limit, offset=offset)
-    items = []
-    for p in rows:
-        live = shares.active_share(session, p.id)
-        items.append(_project_public(settings, p, live))
-    return Page[ProjectPublic](
-        items=items,
-        total=total,
-        limit=limit,
-        offset=offset,
-        next_offset=offset + len(rows) if offset + len(rows) < total else None,
-    )
+    page = projects.list_projects(session, account, window)
+    items = [_project_public(settings, p, shares.active_share(session, p.id)) for p in page.rows]
+    return Page[ProjectPublic].of(page, items)
 
 
 @router.get(
