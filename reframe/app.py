@@ -7,14 +7,13 @@ tests' in-process apps).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from fastapi import FastAPI
+from sqlalchemy import Engine
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from sqlalchemy import Engine
-
-    from reframe.config import Settings
-    from reframe.storage import Storage
+from reframe.api.app import create_app
+from reframe.config import Settings
+from reframe.storage import Storage
+from reframe.web import install as install_studio
 
 
 def build_app(
@@ -24,9 +23,6 @@ def build_app(
     engine: Engine | None = None,
 ) -> FastAPI:
     """The API (reframe.api.app.create_app) with the studio's pages and assets."""
-    from reframe.api.app import create_app
-    from reframe.web import install as install_studio
-
     app = create_app(settings, storage=storage, engine=engine)
     install_studio(app)
     return app

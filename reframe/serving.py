@@ -15,16 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
 
-from reframe.jobs.runner import LauncherKind
-
-if TYPE_CHECKING:
-    from reframe.config import Settings
+from reframe.app import build_app
+from reframe.config import SECRETS_DIR_ENV, Settings, load_settings, public_values
+from reframe.db import migrate
+from reframe.jobs.runner import DispatcherRunner, LauncherKind
+from reframe.metrics import multiprocess_env
+from reframe.sched import prefer_this_process
 
 # A quarter of a core: the replica mostly waits on the database and storage, and a 2-core
 # machine must keep room for the render actors.
@@ -47,9 +49,6 @@ class ReframeDispatcher:
     def __init__(
         self, settings: dict[str, Any] | None = None, launcher: LauncherKind = "auto"
     ) -> None:
-        from reframe.config import load_settings
-        from reframe.db import migrate
-        from reframe.jobs.runner import DispatcherRunner
 
         config = load_settings(settings)
         config.log_setup().apply("dispatcher")
@@ -86,9 +85,6 @@ class ReframeAPI:
     def __init__(self, settings: dict[str, Any] | None = None, dispatcher: Any = None) -> None:
         """`dispatcher` is the ReframeDispatcher's handle: binding it here is what makes the
         dispatcher part of the same application; the API itself never calls it."""
-        from reframe.config import load_settings
-        from reframe.db import migrate
-        from reframe.sched import prefer_this_process
 
         # Explicit values from the launcher win; anything unset falls back to REFRAME_* env.
         self._settings = load_settings(settings)
@@ -100,7 +96,6 @@ class ReframeAPI:
         migrate(self._settings.resolved_database_url)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        from reframe.app import build_app
 
         return build_app(self._settings)
 
@@ -110,8 +105,6 @@ def _actor_options(
 ) -> dict[str, Any]:
     """Ray options of a replica: its CPUs, and the environment it must have before it starts
     (paths only, never values that are secret)."""
-    from reframe.config import SECRETS_DIR_ENV
-    from reframe.metrics import multiprocess_env
 
     env: dict[str, str] = {}
     if secrets_dir:
@@ -153,7 +146,6 @@ def application(
     secrets (reframe.config.public_values); `secrets_dir` is where replicas find them."""
     # Without explicit values (`serve run serve_app:app`) the Settings default applies, read
     # from the class rather than the environment: this runs at import of serve_app.
-    from reframe.config import Settings
 
     default = Settings.model_fields["api_replicas"].default
     replicas = int((settings or {}).get("api_replicas") or default)
@@ -175,7 +167,6 @@ def start_dispatcher(
 ) -> tuple[Any, Callable[[], None]]:
     """Run the dispatcher alone as a Serve application on the connected Ray (tests, and a Ray
     that serves no API); returns (its handle, how to stop it)."""
-    from reframe.config import public_values
 
     started = not _serve_running()
     if started:

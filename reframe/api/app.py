@@ -10,7 +10,20 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
+from reframe.api.errors import ERROR_DESCRIPTIONS, error_responses, install_error_handlers
+from reframe.api.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestIdentity
+from reframe.api.observability import ObservabilityMiddleware
+from reframe.api.observability import router as metrics_router
+from reframe.api.routes import jobs, me, pricing, projects, share, uploads
+from reframe.api.routes import storage as storage_routes
 from reframe.config import Settings, get_settings
+from reframe.db.session import make_engine, make_sessionmaker
+from reframe.jobs.events import event_bus
+from reframe.jobs.lifecycle import JobLifecycle
+from reframe.jobs.progress import progress_store
+from reframe.jobs.ratelimit import RequestLimits, login_throttle
+from reframe.metrics import ProcessMetrics
+from reframe.storage import build_storage
 from reframe.storage.base import Storage
 
 API_DESCRIPTION = """
@@ -38,22 +51,6 @@ def create_app(
 
     The database must already be migrated (reframe.db.migrate): the app never changes schema.
     """
-    from reframe.api.errors import error_responses, install_error_handlers
-    from reframe.api.middleware import (
-        BodyLimitMiddleware,
-        RateLimitMiddleware,
-        RequestIdentity,
-    )
-    from reframe.api.observability import ObservabilityMiddleware
-    from reframe.api.observability import router as metrics_router
-    from reframe.api.routes import jobs, me, pricing, projects, share, uploads
-    from reframe.db.session import make_engine, make_sessionmaker
-    from reframe.jobs.events import event_bus
-    from reframe.jobs.lifecycle import JobLifecycle
-    from reframe.jobs.progress import progress_store
-    from reframe.jobs.ratelimit import RequestLimits, login_throttle
-    from reframe.metrics import ProcessMetrics
-    from reframe.storage import build_storage
 
     settings = settings or get_settings()
     own_engine = engine is None
@@ -110,9 +107,7 @@ def create_app(
     app.include_router(share.router)
     app.include_router(metrics_router)
     if settings.storage_backend == "local":
-        from reframe.api.routes.storage import router as storage_router
-
-        app.include_router(storage_router)
+        app.include_router(storage_routes.router)
 
     @app.get(
         "/healthz",
@@ -135,8 +130,6 @@ def _document_errors_as_served(app: FastAPI) -> None:
     the same ErrorOut body as every other error, so the document is rewritten to match.
     """
     from fastapi.openapi.utils import get_openapi
-
-    from reframe.api.errors import ERROR_DESCRIPTIONS
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -34,6 +34,7 @@ from reframe.db.models import Job, JobStatus
 from reframe.jobs.launchers import LaunchUnavailable, RenderLauncher, submission_id_for
 from reframe.jobs.lifecycle import RUNNING, WAITING, JobLifecycle
 from reframe.jobs.planning import Placement, RenderPlanner
+from reframe.jobs.webhooks import WebhookPool, WebhookSender
 from reframe.logs import job_fields
 from reframe.options import RenderOptions
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
     from reframe.config import Settings
     from reframe.jobs.events import Subscription
-    from reframe.jobs.webhooks import WebhookSender
     from reframe.pipeline.cluster import ClusterResources
 
 log = logging.getLogger(__name__)
@@ -350,8 +350,6 @@ def run_loop(
     `sweep` (reframe.services.sweep) runs every `sweep_interval_sec`, starting with the first
     round; every dispatcher runs it, and it is safe when several do at once.
     """
-    from reframe.jobs.webhooks import WebhookPool
-
     # Deliveries run beside the loop, never in it: a receiver that trickles its answer (or a
     # host whose DNS hangs) would otherwise hold up claims, cancels and time limits.
     pool = WebhookPool(webhooks, poll_sec=poll_sec).start() if webhooks is not None else None

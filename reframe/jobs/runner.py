@@ -19,6 +19,18 @@ import threading
 from typing import Any, Literal
 
 from reframe.config import Settings
+from reframe.db import make_engine, make_sessionmaker
+from reframe.jobs.dispatcher import Dispatcher, run_loop
+from reframe.jobs.events import event_bus
+from reframe.jobs.launchers import RayJobLauncher, RenderLauncher, SubprocessLauncher
+from reframe.jobs.lifecycle import JobLifecycle
+from reframe.jobs.metrics import RenderObserver
+from reframe.jobs.progress import progress_store
+from reframe.jobs.webhooks import WebhookSender
+from reframe.metrics import ProcessMetrics
+from reframe.pipeline.cluster import read_cluster_resources
+from reframe.services.sweep import sweep
+from reframe.storage import build_storage
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +59,6 @@ class DispatcherRunner:
 
     def __init__(self, settings: Settings, *, launcher: LauncherKind = "auto") -> None:
         import ray
-
-        from reframe.db import make_engine, make_sessionmaker
-        from reframe.jobs.dispatcher import Dispatcher, run_loop
-        from reframe.jobs.events import event_bus
-        from reframe.jobs.launchers import RayJobLauncher, RenderLauncher, SubprocessLauncher
-        from reframe.jobs.lifecycle import JobLifecycle
-        from reframe.jobs.metrics import RenderObserver
-        from reframe.jobs.progress import progress_store
-        from reframe.jobs.webhooks import WebhookSender
-        from reframe.metrics import ProcessMetrics
-        from reframe.pipeline.cluster import read_cluster_resources
-        from reframe.services.sweep import sweep
-        from reframe.storage import build_storage
 
         self._engine = make_engine(settings.resolved_database_url)
         sessions = make_sessionmaker(self._engine)

@@ -24,6 +24,7 @@ from reframe.logs import job_fields
 from reframe.services import ledger, ownership, pricing, transitions, uploads
 from reframe.services.ledger import Balance
 from reframe.services.pagination import PageSlice, Window, fetch_page
+from reframe.services.webhooks import ensure_webhook_secret
 from reframe.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,6 @@ def accept(
         )
         session.add(job)
         if webhook_url:
-            from reframe.jobs.webhooks import ensure_webhook_secret
-
             ensure_webhook_secret(session, account)
         session.flush()
         transitions.record(session, job, JobStatus.QUEUED, message="accepted", webhook=False)

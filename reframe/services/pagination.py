@@ -41,9 +41,7 @@ class PageSlice(Generic[R]):
         return PageSlice([convert(row) for row in self.rows], self.total, self.window)
 
 
-def fetch_page(
-    session: Session, query: Select[*tuple[Any, ...]], window: Window
-) -> PageSlice[Any]:
+def fetch_page(session: Session, query: Select[*tuple[Any, ...]], window: Window) -> PageSlice[Any]:
     """`query`'s rows in `window`, and the count of all its rows.
 
     A query of one entity gives the entities; one of several gives row tuples. The count runs on

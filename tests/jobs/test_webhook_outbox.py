@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from reframe.db import make_engine, make_sessionmaker
 from reframe.db.models import Account, JobStatus, WebhookDelivery
 from reframe.jobs.lifecycle import JobLifecycle
-from reframe.jobs.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, WebhookSender, verify
+from reframe.jobs.webhooks import WebhookSender
+from reframe.services.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from tests.jobs.factories import accepted_job, account_with_credit
 from tests.jobs.receiver import http_receiver
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from reframe.errors import InvalidInput
-from reframe.jobs.webhooks import check_destination
+from reframe.services.webhooks import check_destination
 
 
 def _resolver(address: str):  # type: ignore[no-untyped-def]

@@ -7,12 +7,11 @@ from collections.abc import Sequence
 import pytest
 
 from reframe.errors import InvalidInput
-from reframe.jobs.webhooks import (
+from reframe.jobs.webhooks import backoff_delay, deliver
+from reframe.services.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
-    backoff_delay,
     check_destination,
-    deliver,
     new_webhook_secret,
     sign,
     verify,

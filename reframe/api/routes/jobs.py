@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -27,6 +28,7 @@ from reframe.db.models import Job
 from reframe.jobs.progress import ProgressStore, overlay_live
 from reframe.jobs.refunds import due_on_cancel
 from reframe.services import jobs, ownership
+from reframe.services.webhooks import check_destination
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -55,10 +57,6 @@ def create_job(
         ),
     ] = None,
 ) -> JobCreated:
-    import hashlib
-
-    from reframe.jobs.webhooks import check_destination
-
     if body.webhook_url is not None:
         check_destination(body.webhook_url, allow_private=settings.webhook_allow_private)
     request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()

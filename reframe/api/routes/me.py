@@ -17,6 +17,7 @@ from reframe.api.schemas import (
 )
 from reframe.services import accounts, ledger
 from reframe.services.ledger import Balance
+from reframe.services.webhooks import ensure_webhook_secret
 
 router = APIRouter(prefix="/me", tags=["account"], responses=error_responses(401, 500))
 
@@ -29,7 +30,6 @@ def balance_out(balance: Balance) -> BalanceOut:
 
 @router.get("", response_model=MeOut, summary="Read your profile, balance, and API key state")
 def read_me(account: CurrentAccount, session: SessionDep) -> MeOut:
-    from reframe.jobs.webhooks import ensure_webhook_secret
 
     key = accounts.active_key(session, account.id)
     webhook_secret = ensure_webhook_secret(session, account)
