@@ -16,10 +16,10 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reframe.errors import ReframeError
+from reframe.logs import LogSetup
 
 if TYPE_CHECKING:
     from reframe.api.client_address import TrustedProxies
-    from reframe.logs import LogSetup
 
 # A well-known value so that a development install works out of the box; `Settings` refuses
 # it as soon as the service is reachable from anywhere but this machine.
@@ -319,6 +319,8 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _proxies(cls, value: str) -> str:
+        # client_address imports this module (ConfigurationError): importing it at the top
+        # would be a cycle.
         from reframe.api.client_address import TrustedProxies
 
         try:
@@ -329,7 +331,7 @@ class Settings(BaseSettings):
 
     @property
     def trusted_proxy_networks(self) -> TrustedProxies:
-        from reframe.api.client_address import TrustedProxies
+        from reframe.api.client_address import TrustedProxies  # a cycle at the top, as above
 
         return TrustedProxies.parse(self.trusted_proxies)
 
@@ -373,8 +375,6 @@ class Settings(BaseSettings):
 
     def log_setup(self) -> LogSetup:
         """How this service's processes log (reframe.logs): `settings.log_setup().apply(name)`."""
-        from reframe.logs import LogSetup
-
         return LogSetup(self.log_format, self.log_level, {}, tuple(self.secret_values()))
 
     def secret_values(self) -> list[str]:

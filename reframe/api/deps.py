@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reframe.config import Settings
 from reframe.db.models import Account
 from reframe.jobs.lifecycle import JobLifecycle
-from reframe.services import accounts
+from reframe.services import accounts, web_auth
 from reframe.services.pagination import Window
 from reframe.storage.base import Storage
 
@@ -105,8 +105,6 @@ def authenticate_request(
     """
     token = credentials.credentials if credentials is not None else None
     if token is None:
-        from reframe.services import web_auth
-
         studio_account = web_auth.account_from_cookie(
             session,
             request.app.state.settings.secret_key,

@@ -31,6 +31,7 @@ from reframe.api.client_address import TrustedProxies, client_address
 from reframe.api.errors import rate_limited_response
 from reframe.errors import RateLimited
 from reframe.jobs.ratelimit import Kind, RequestLimits, put_bounded
+from reframe.services import accounts, web_auth
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -93,8 +94,6 @@ class RequestIdentity:
         return owner
 
     def _lookup(self, kind: str, secret: str) -> str | None:
-        from reframe.services import accounts, web_auth
-
         with self._sessions() as session:
             if kind == "key":
                 return accounts.key_owner(session, secret)
@@ -105,8 +104,6 @@ class RequestIdentity:
 
 
 def _credential(request: Request) -> tuple[str, str] | None:
-    from reframe.services import accounts, web_auth
-
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         token = auth[7:].strip()

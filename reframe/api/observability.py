@@ -19,6 +19,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reframe.errors import Forbidden, Unauthorized
+from reframe.jobs.metrics import DatabaseCollector
 from reframe.logs import REQUEST_ID_HEADER, accept_request_id, bound
 from reframe.metrics import CONTENT_TYPE, ProcessMetrics, exposition
 
@@ -126,8 +127,6 @@ router = APIRouter(include_in_schema=False)
 @router.get("/metrics")
 def metrics(request: Request) -> Response:
     """Prometheus text format: the database's numbers and every process's own (reframe.metrics)."""
-    from reframe.jobs.metrics import DatabaseCollector
-
     settings = request.app.state.settings
     if not settings.metrics_token and settings.exposed:
         # Job counts and xeconds are the business's numbers: never open to the internet.

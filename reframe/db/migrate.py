@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from reframe.db.session import is_sqlite, make_engine
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -29,8 +31,6 @@ def migrate(database_url: str, *, engine: Engine | None = None, revision: str = 
     Pass `engine` to reuse its connection settings (for example a PostgreSQL search_path).
     """
     from alembic import command
-
-    from reframe.db.session import is_sqlite, make_engine
 
     cfg = alembic_config(database_url)
     if is_sqlite(database_url) and database_url.startswith("sqlite:///"):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from reframe.errors import InvalidInput, InvalidMedia
+from reframe.video.decode import iter_frames, read_video_info
 
 if TYPE_CHECKING:
     import torch
@@ -202,8 +203,6 @@ def analyze_video(
 ) -> SourceAnalysis:
     """Decode `path` once at thumbnail size and analyse it (`demuxer`: the probed container
     format, see `reframe.video.media.open_media`)."""
-    from reframe.video.decode import iter_frames, read_video_info
-
     info = read_video_info(path, demuxer=demuxer)
     size = analysis_size(info.width, info.height)
     return analyze_frames(iter_frames(path, size=size, demuxer=info.demuxer), settings)

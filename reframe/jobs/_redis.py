@@ -1,4 +1,5 @@
-"""Redis connection helpers shared by the Redis-backed stores. Imported lazily by the factories."""
+"""Redis connection helpers shared by the Redis-backed stores; `redis` itself is imported on the
+first connection, so a deployment without Redis never loads it."""
 
 from __future__ import annotations
 

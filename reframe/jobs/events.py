@@ -13,6 +13,7 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from reframe.jobs._redis import connect
 from reframe.services.transitions import StatusEvent
 
 if TYPE_CHECKING:
@@ -116,7 +117,5 @@ class RedisEventBus:
 
 def event_bus(settings: Settings) -> EventBus:
     if settings.redis_url:
-        from reframe.jobs._redis import connect
-
         return RedisEventBus(connect(settings.redis_url), prefix=settings.redis_prefix)
     return MemoryEventBus()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from reframe.jobs._redis import connect
+
 if TYPE_CHECKING:
     import redis
     from redis.typing import EncodableT, FieldT
@@ -203,7 +205,5 @@ def overlay_live(job: Job, live: LiveProgress | None) -> tuple[float, int | None
 def progress_store(settings: Settings) -> ProgressStore:
     """The shared Redis store when REFRAME_REDIS_URL is set, else a process-local one."""
     if settings.redis_url:
-        from reframe.jobs._redis import connect
-
         return RedisProgressStore(connect(settings.redis_url), prefix=settings.redis_prefix)
     return MemoryProgressStore()

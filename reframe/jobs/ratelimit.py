@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from reframe.errors import RateLimited
+from reframe.jobs._redis import connect, connect_async
 
 if TYPE_CHECKING:
     import redis
@@ -158,8 +159,6 @@ class RedisRateLimiter:
             return await run_in_threadpool(self.take, key, limit, cost)
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
-            from reframe.jobs._redis import connect_async
-
             self._async = (loop, connect_async(self._url).register_script(_TAKE_LUA))
         script = self._async[1]
         allowed, remaining, retry = await script(keys=self._keys(key), args=self._args(limit, cost))
@@ -219,8 +218,6 @@ class RequestLimits:
 
 def rate_limiter(settings: Settings) -> RateLimiter:
     if settings.redis_url:
-        from reframe.jobs._redis import connect
-
         return RedisRateLimiter(
             connect(settings.redis_url), prefix=settings.redis_prefix, url=settings.redis_url
         )
@@ -363,8 +360,6 @@ def login_throttle(settings: Settings) -> LoginThrottle:
     free, base = settings.login_free_attempts, settings.login_backoff_base_sec
     cap, window = settings.login_backoff_max_sec, settings.login_failure_window_sec
     if settings.redis_url:
-        from reframe.jobs._redis import connect
-
         return RedisLoginThrottle(
             connect(settings.redis_url),
             prefix=settings.redis_prefix,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -37,9 +37,7 @@ from reframe.storage.base import (
     new_object_key,
     safe_filename,
 )
-
-if TYPE_CHECKING:
-    from reframe.video.probe import ProbeLimits
+from reframe.video.probe import ProbeLimits, probe_video
 
 MAX_FILENAME = 255
 
@@ -287,8 +285,6 @@ def check_writable(session: Session, key: str) -> None:
 
 def probe_limits(settings: Settings) -> ProbeLimits:
     """What probing one upload may cost (REFRAME_PROBE_*)."""
-    from reframe.video.probe import ProbeLimits
-
     return ProbeLimits(
         timeout_sec=settings.probe_timeout_sec,
         max_pixels=settings.probe_max_pixels,
@@ -366,8 +362,6 @@ def verify_input(
             ),
         )
         raise TooLarge(file.error or "upload too large")
-
-    from reframe.video.probe import probe_video
 
     probed_bad = False  # the probe itself refused the copy (and rejected the upload)
     try:

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from reframe.errors import Forbidden, NotFound, ReframeError, TooLarge
+from reframe.services import shares, uploads
 from reframe.storage.base import served_content_type
 from reframe.storage.local import LocalStorage
 
@@ -144,8 +145,6 @@ _INERT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy"
 
 
 def _check_writable(request: Request, key: str) -> None:
-    from reframe.services import uploads
-
     # The storage router mounted on its own (no database) has no upload rows to seal.
     sessions = getattr(request.app.state, "read_sessionmaker", None)
     if sessions is None:
@@ -155,7 +154,5 @@ def _check_writable(request: Request, key: str) -> None:
 
 
 def _share_is_live(request: Request, share_id: str) -> bool:
-    from reframe.services import shares
-
     with request.app.state.read_sessionmaker() as session:
         return shares.is_live(session, share_id)
