@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AliasPath, BaseModel, ConfigDict, Field, model_validator
 
 from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
 from reframe.services.ledger import LedgerKind
@@ -58,6 +58,16 @@ class ErrorOut(BaseModel):
     )
 
 
+class RowModel(BaseModel):
+    """A response read off a database row or a service's dataclass (`model_validate(row)`).
+
+    A field whose name differs from the attribute it comes from names that attribute in
+    `validation_alias`; construction by field name keeps working (`populate_by_name`).
+    """
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     total: int
@@ -81,13 +91,17 @@ class Page(BaseModel, Generic[T]):
 # --- account ----------------------------------------------------------------------------------
 
 
-class BalanceOut(BaseModel):
-    free_xeconds: int = Field(description="Free credit; renders paid with it are watermarked")
-    paid_xeconds: int = Field(description="Paid credit; renders paid with it are clean")
-    total_xeconds: int
+class BalanceOut(RowModel):
+    free_xeconds: int = Field(
+        validation_alias="free", description="Free credit; renders paid with it are watermarked"
+    )
+    paid_xeconds: int = Field(
+        validation_alias="paid", description="Paid credit; renders paid with it are clean"
+    )
+    total_xeconds: int = Field(validation_alias="total")
 
 
-class LedgerEntryOut(BaseModel):
+class LedgerEntryOut(RowModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -114,7 +128,8 @@ class LedgerEntryOut(BaseModel):
         )
     )
     amount_xeconds: int = Field(
-        description="Signed: negative takes xeconds from the pool, positive gives them"
+        validation_alias="amount",
+        description="Signed: negative takes xeconds from the pool, positive gives them",
     )
     pool: CreditPool = Field(description="The pool it moved: free (watermarked) or paid")
     job_id: str | None = Field(description="The render it belongs to; null for credit")
@@ -365,14 +380,14 @@ class PresignOut(BaseModel):
 # --- projects and files -----------------------------------------------------------------------
 
 
-class FilePublic(BaseModel):
-    file_id: str
+class FilePublic(RowModel):
+    file_id: str = Field(validation_alias="id")
     role: FileRole
     status: FileStatus
     filename: str
     content_type: str
     size_bytes: int | None
-    key: str
+    key: str = Field(validation_alias="storage_key")
     created_at: datetime
     duration_sec: float | None
     fps: float | None
@@ -388,11 +403,11 @@ class FilePublic(BaseModel):
     )
 
 
-class JobPublic(BaseModel):
-    job_id: str
+class JobPublic(RowModel):
+    job_id: str = Field(validation_alias="id")
     project_id: str
-    r2_key: str
-    live_status: JobStatus
+    r2_key: str = Field(validation_alias=AliasPath("input_file", "storage_key"))
+    live_status: JobStatus = Field(validation_alias="status")
     progress: float = Field(description="0.0 to 1.0")
     frames_done: int | None
     frames_total: int | None
@@ -429,14 +444,14 @@ class JobPublic(BaseModel):
     )
 
 
-class JobEventOut(BaseModel):
+class JobEventOut(RowModel):
     status: JobStatus
     at: datetime
     message: str | None
 
 
-class ProjectPublic(BaseModel):
-    project_id: str
+class ProjectPublic(RowModel):
+    project_id: str = Field(validation_alias="id")
     name: str
     created_at: datetime
     inputs: list[FilePublic]
@@ -450,9 +465,9 @@ class ProjectPublic(BaseModel):
     )
 
 
-class JobSummary(BaseModel):
-    job_id: str
-    live_status: JobStatus
+class JobSummary(RowModel):
+    job_id: str = Field(validation_alias="id")
+    live_status: JobStatus = Field(validation_alias="status")
     target_fps: int
     charged_xeconds: int
     watermarked: bool
@@ -494,15 +509,17 @@ class JobCreate(RequestModel):
     )
 
 
-class JobCreated(BaseModel):
-    job_id: str
-    project_id: str
-    live_status: JobStatus
-    charged_xeconds: int
-    band: str
-    multiplier: int
-    payment_kind: CreditPool
-    watermarked: bool
+class JobCreated(RowModel):
+    """Read off the service's AcceptedJob: the job's fields, and the balance after it."""
+
+    job_id: str = Field(validation_alias=AliasPath("job", "id"))
+    project_id: str = Field(validation_alias=AliasPath("job", "project_id"))
+    live_status: JobStatus = Field(validation_alias=AliasPath("job", "status"))
+    charged_xeconds: int = Field(validation_alias=AliasPath("job", "charged_xeconds"))
+    band: str = Field(validation_alias=AliasPath("job", "band"))
+    multiplier: int = Field(validation_alias=AliasPath("job", "multiplier"))
+    payment_kind: CreditPool = Field(validation_alias=AliasPath("job", "payment_kind"))
+    watermarked: bool = Field(validation_alias=AliasPath("job", "watermarked"))
     balance: BalanceOut = Field(description="Balance after this charge")
 
 
@@ -517,8 +534,8 @@ class ShareOut(BaseModel):
     created_at: datetime
 
 
-class SharedFile(BaseModel):
-    file_id: str
+class SharedFile(RowModel):
+    file_id: str = Field(validation_alias="id")
     role: FileRole
     filename: str
     content_type: str

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -93,21 +94,28 @@ def lock_job(session: Session, job_id: str) -> Job:
     return job
 
 
+class JobSnapshot(BaseModel):
+    """What a webhook receiver is told about the job: a subset of GET /jobs/{id}, read off the
+    row."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    job_id: str = Field(validation_alias="id")
+    project_id: str
+    status: JobStatus
+    progress: float
+    frames_done: int | None
+    frames_total: int | None
+    output_file_id: str | None
+    error: str | None
+    charged_xeconds: int
+    refunded_xeconds: int
+    attempt: int = Field(validation_alias="attempts")
+
+
 def public_fields(job: Job) -> dict[str, Any]:
-    """What a webhook receiver is told about the job (a subset of GET /jobs/{id})."""
-    return {
-        "job_id": job.id,
-        "project_id": job.project_id,
-        "status": job.status.value,
-        "progress": job.progress,
-        "frames_done": job.frames_done,
-        "frames_total": job.frames_total,
-        "output_file_id": job.output_file_id,
-        "error": job.error,
-        "charged_xeconds": job.charged_xeconds,
-        "refunded_xeconds": job.refunded_xeconds,
-        "attempt": job.attempts,
-    }
+    """The webhook's `data`, as JSON values."""
+    return JobSnapshot.model_validate(job).model_dump(mode="json")
 
 
 def note(session: Session, job: Job, message: str) -> None:

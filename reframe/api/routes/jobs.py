@@ -22,7 +22,6 @@ from reframe.api.deps import (
 )
 from reframe.api.errors import error_responses
 from reframe.api.presenters import job_public
-from reframe.api.routes.me import balance_out
 from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
 from reframe.jobs.progress import ProgressStore, overlay_live
@@ -72,18 +71,7 @@ def create_job(
         request_hash=request_hash,
         webhook_url=body.webhook_url,
     )
-    job = accepted.job
-    return JobCreated(
-        job_id=job.id,
-        project_id=job.project_id,
-        live_status=job.status,
-        charged_xeconds=job.charged_xeconds,
-        band=job.band,
-        multiplier=job.multiplier,
-        payment_kind=job.payment_kind,
-        watermarked=job.watermarked,
-        balance=balance_out(accepted.balance),
-    )
+    return JobCreated.model_validate(accepted)
 
 
 @router.get(

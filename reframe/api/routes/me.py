@@ -23,9 +23,7 @@ router = APIRouter(prefix="/me", tags=["account"], responses=error_responses(401
 
 
 def balance_out(balance: Balance) -> BalanceOut:
-    return BalanceOut(
-        free_xeconds=balance.free, paid_xeconds=balance.paid, total_xeconds=balance.total
-    )
+    return BalanceOut.model_validate(balance)
 
 
 @router.get("", response_model=MeOut, summary="Read your profile, balance, and API key state")
@@ -64,18 +62,7 @@ def read_ledger(
     window: PageDep,
 ) -> LedgerPage:
     page = ledger.history(session, account.id, window)
-    items = [
-        LedgerEntryOut(
-            entry_id=line.entry_id,
-            kind=line.kind,
-            amount_xeconds=line.amount,
-            pool=line.pool,
-            job_id=line.job_id,
-            description=line.description,
-            created_at=line.created_at,
-        )
-        for line in page.rows
-    ]
+    items = [LedgerEntryOut.model_validate(line) for line in page.rows]
     return LedgerPage.of(page, items, balance=balance_out(ledger.balance(session, account.id)))
 
 
