@@ -20,6 +20,10 @@ Three entry points, from the smallest to the whole job:
     The local `reframe render`: analyse (cuts, duplicates) -> plan -> render -> encode with the
     source's audio, colour tags and rotation. `plan_render` is its first half on its own.
 
+Depth: an 8-bit source renders as uint8 RGB, exactly as it always has; a deeper one (10- or
+12-bit, HDR) decodes to uint16 RGB (`render_depth`), goes to the network normalised by 65535
+and comes back as uint16, so synthesized frames are never cut to 256 levels.
+
 Every function takes any `FrameInterpolator`; the real one is
 `reframe.engine.inference.Interpolator`. When the interpolator accepts a `pair_index` keyword
 (the real one does), each source pair is sent once with all of its timesteps, so the network
@@ -54,7 +58,7 @@ if TYPE_CHECKING:
 
     from reframe.engine.protocols import FrameInterpolator
     from reframe.engine.scenes import SceneSettings, SourceAnalysis
-    from reframe.video.decode import DecodedFrame, VideoInfo
+    from reframe.video.decode import ColorInfo, DecodedFrame, VideoInfo
     from reframe.video.encode import EncodeOptions
 
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames total)
@@ -63,7 +67,7 @@ ProgressCallback = Callable[[int, int], None]  # (frames done, frames total)
 @dataclass(frozen=True, slots=True)
 class RenderedFrame:
     index: int  # output frame number in the whole timeline
-    rgb: np.ndarray  # (H, W, 3) uint8
+    rgb: np.ndarray  # (H, W, 3) uint8, or uint16 for a >8-bit source (see render_depth)
     synthesized: bool
 
 
@@ -84,9 +88,18 @@ def _device_of(interpolator: FrameInterpolator) -> Any:
     return getattr(interpolator, "device", "cpu")
 
 
+def render_depth(color: ColorInfo) -> int:
+    """The decode depth for a source: 8 (uint8 RGB) for 8-bit sources, 16 (uint16) above."""
+    return 8 if color.bit_depth <= 8 else 16
+
+
 def _to_tensor(frames: Sequence[np.ndarray], device: Any) -> torch.Tensor:
     import torch
 
+    if frames[0].dtype == np.uint16:
+        # torch has no arithmetic on uint16: widen first; 65535 maps full scale to 1.0.
+        wide = torch.from_numpy(np.stack(frames).astype(np.int32)).permute(0, 3, 1, 2)
+        return wide.to(device=device, dtype=torch.float32).div_(65535.0)
     batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
     return batch.to(device=device, dtype=torch.float32).div_(255.0)
 
@@ -96,6 +109,14 @@ def _to_uint8(batch: torch.Tensor) -> list[np.ndarray]:
 
     rgb = batch.clamp(0.0, 1.0).mul(255.0).round_().to(torch.uint8)
     array = rgb.permute(0, 2, 3, 1).cpu().numpy()
+    return [np.ascontiguousarray(a) for a in array]
+
+
+def _to_uint16(batch: torch.Tensor) -> list[np.ndarray]:
+    import torch
+
+    levels = batch.clamp(0.0, 1.0).mul(65535.0).round_().to(torch.int32)
+    array = levels.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint16)
     return [np.ascontiguousarray(a) for a in array]
 
 
@@ -254,6 +275,8 @@ def _interpolate(
             f"the interpolator returned {tuple(result.shape)} for {len(synth)} frames of "
             f"{tuple(img0.shape[1:])}"
         )
+    if held[synth[0].left].dtype == np.uint16:
+        return _to_uint16(result)
     return _to_uint8(result)
 
 
@@ -268,12 +291,14 @@ def render_chunk(
     batch_size: int = 8,
     threads: int | None = None,
     demuxer: str | None = None,
+    depth: int = 8,
 ) -> Iterator[RenderedFrame]:
     """Output frames ``[start, stop)`` of `timeline`, decoding only what they need from `path`.
 
     `frame_pts` (e.g. `SourceAnalysis.pts`) lets the decoder seek instead of reading from the
-    top; `demuxer` is the source's container format (`VideoInfo.demuxer`). The frames come out
-    in order with their global output index.
+    top; `demuxer` is the source's container format (`VideoInfo.demuxer`); `depth` is
+    `render_depth` of the source's colour. The frames come out in order with their global
+    output index.
     """
     from reframe.video.decode import iter_frames
 
@@ -285,6 +310,7 @@ def render_chunk(
         frame_pts=frame_pts,
         threads=threads,
         demuxer=demuxer,
+        depth=depth,
     )
     return render_frames(source, timeline.frames[start:stop], interpolator, batch_size=batch_size)
 
@@ -404,6 +430,7 @@ def render_file(
                 frame_pts=None,
                 batch_size=batch,
                 demuxer=info.demuxer,
+                depth=render_depth(info.color),
             )
             for done, frame in enumerate(frames, start=1):
                 writer.write(frame.rgb)

@@ -196,7 +196,7 @@ class ChunkRenderer:
         }
 
     def render(self, chunk: Chunk) -> dict[str, Any]:
-        from reframe.engine.render_core import render_chunk
+        from reframe.engine.render_core import render_chunk, render_depth
         from reframe.video.encode import VideoWriter
 
         started_at = time.time()  # wall clock, comparable with the driver's
@@ -214,6 +214,7 @@ class ChunkRenderer:
             batch_size=spec.batch_size,
             threads=1,
             demuxer=spec.demuxer,
+            depth=render_depth(spec.color),
         )
         # The segment is stamped where its frames sit in the whole render, so its timestamps
         # already equal the single-process output's; stitching then only copies packets.

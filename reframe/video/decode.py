@@ -8,11 +8,17 @@ Colour: YUV -> RGB uses the stream's own matrix and range. When a file leaves th
 unspecified, HD (height >= 720) is read as BT.709 and smaller pictures as BT.601, the
 convention players follow; `reframe.video.encode` applies the same rule on the way back, so a
 frame that passes through unchanged keeps its colours.
+
+Depth: frames decode to uint8 RGB (`depth=8`, every 8-bit source) or uint16 RGB (`depth=16`,
+for 10- and 12-bit sources), so a 10-bit gradient is not cut to 256 levels before the network
+sees it. `ColorInfo` records the source's bit depth and its HDR side data (mastering display
+colour volume, content light level) so the encoder can write them back.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from reframe.errors import InvalidMedia
+from reframe.errors import InvalidInput, InvalidMedia
 from reframe.video.timing import header_length
 
 # FFmpeg enum values (AVColorSpace, AVColorRange, ...) as stored in files.
@@ -32,16 +38,55 @@ MATRIX_BT601 = 5  # AVCOL_SPC_BT470BG; 6 (SMPTE170M) is the same matrix
 RANGE_UNSPECIFIED = 0
 RANGE_LIMITED = 1
 RANGE_FULL = 2
+TRANSFER_PQ = 16  # AVCOL_TRC_SMPTE2084
+TRANSFER_HLG = 18  # AVCOL_TRC_ARIB_STD_B67
+PRIMARIES_BT2020 = 9
+MATRIX_BT2020_NCL = 9
+
+# Units of HEVC's mastering display SEI (and of x265's master-display option): chromaticity in
+# 1/50000, luminance in 1/10000 cd/m2.
+CHROMA_UNIT = 50000
+LUMINANCE_UNIT = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class MasteringDisplay:
+    """The mastering display colour volume (SMPTE ST 2086) in SEI units (see CHROMA_UNIT).
+
+    Primaries are (x, y) pairs in red, green, blue order; luminance is min and max.
+    """
+
+    red: tuple[int, int]
+    green: tuple[int, int]
+    blue: tuple[int, int]
+    white_point: tuple[int, int]
+    min_luminance: int
+    max_luminance: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentLight:
+    """Content light level (CTA-861.3): MaxCLL and MaxFALL, in cd/m2."""
+
+    max_cll: int
+    max_fall: int
 
 
 @dataclass(frozen=True, slots=True)
 class ColorInfo:
-    """Colour metadata as FFmpeg enum values; 2 (or 0 for range) means "unspecified"."""
+    """Colour metadata as FFmpeg enum values; 2 (or 0 for range) means "unspecified".
+
+    `bit_depth` is the source's bits per component (8 for every 8-bit format); the HDR side data
+    is None when the source does not carry it.
+    """
 
     range: int = RANGE_UNSPECIFIED
     primaries: int = 2
     transfer: int = 2
     matrix: int = MATRIX_UNSPECIFIED
+    bit_depth: int = 8
+    mastering_display: MasteringDisplay | None = None
+    content_light: ContentLight | None = None
 
     def conversion_matrix(self, height: int) -> int:
         """The YUV<->RGB matrix to convert with (never "unspecified")."""
@@ -78,7 +123,7 @@ class DecodedFrame:
     index: int
     pts: int
     time: Fraction  # seconds, pts * time_base
-    rgb: np.ndarray  # (H, W, 3) uint8
+    rgb: np.ndarray  # (H, W, 3) uint8, or uint16 when decoded with depth=16
 
 
 def _open(path: Path, demuxer: str | None) -> Any:
@@ -92,12 +137,68 @@ def _open(path: Path, demuxer: str | None) -> Any:
 
 
 def _color_of(frame: Any) -> ColorInfo:
+    mastering, light = _hdr_side_data(frame)
     return ColorInfo(
         range=int(frame.color_range),
         primaries=int(frame.color_primaries),
         transfer=int(frame.color_trc),
         matrix=int(frame.colorspace),
+        bit_depth=_bit_depth(frame),
+        mastering_display=mastering,
+        content_light=light,
     )
+
+
+def _bit_depth(frame: Any) -> int:
+    components = frame.format.components
+    return max((int(c.bits) for c in components), default=8)
+
+
+def _hdr_side_data(frame: Any) -> tuple[MasteringDisplay | None, ContentLight | None]:
+    """The frame's mastering display and content light side data, if it has them.
+
+    PyAV hands side data over as the raw FFmpeg structs: AVMasteringDisplayMetadata is 10
+    rationals (3 primaries and the white point as x/y, then min and max luminance) followed by
+    two int flags saying which halves are valid; AVContentLightMetadata is two unsigned ints.
+    """
+    mastering: MasteringDisplay | None = None
+    light: ContentLight | None = None
+    for item in frame.side_data:
+        name = str(item.type).rsplit(".", 1)[-1]
+        raw = bytes(item)
+        if name == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:
+            mastering = _mastering_display(raw) or mastering
+        elif name == "CONTENT_LIGHT_LEVEL" and len(raw) >= 8:
+            max_cll, max_fall = struct.unpack_from("=2I", raw)
+            light = ContentLight(max_cll=int(max_cll), max_fall=int(max_fall))
+    return mastering, light
+
+
+def _mastering_display(raw: bytes) -> MasteringDisplay | None:
+    values = struct.unpack_from("=22i", raw)
+    has_primaries, has_luminance = values[20], values[21]
+    if not (has_primaries and has_luminance):
+        return None  # x265 takes the colour volume whole; half of one is not kept
+
+    def at(k: int, unit: int) -> int:
+        return _in_units((values[2 * k], values[2 * k + 1]), unit)
+
+    def xy(k: int) -> tuple[int, int]:
+        return at(2 * k, CHROMA_UNIT), at(2 * k + 1, CHROMA_UNIT)
+
+    return MasteringDisplay(
+        red=xy(0),
+        green=xy(1),
+        blue=xy(2),
+        white_point=xy(3),
+        min_luminance=at(8, LUMINANCE_UNIT),
+        max_luminance=at(9, LUMINANCE_UNIT),
+    )
+
+
+def _in_units(ratio: tuple[int, int], unit: int) -> int:
+    num, den = ratio
+    return round(Fraction(num, den) * unit) if den else 0
 
 
 def read_video_info(path: Path, *, demuxer: str | None = None) -> VideoInfo:
@@ -146,9 +247,17 @@ def read_video_info(path: Path, *, demuxer: str | None = None) -> VideoInfo:
         container.close()
 
 
-def to_rgb(frame: Any, color: ColorInfo | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a decoded frame, honouring its matrix and range."""
+def to_rgb(frame: Any, color: ColorInfo | None = None, depth: int = 8) -> np.ndarray:
+    """(H, W, 3) RGB from a decoded frame, honouring its matrix and range.
+
+    `depth` 8 gives uint8; 16 gives uint16 (full 0..65535 scale), which keeps every level of a
+    10- or 12-bit source.
+    """
     color = color or _color_of(frame)
+    if depth == 16:
+        return _to_rgb48(frame, color)
+    if depth != 8:
+        raise InvalidInput(f"depth must be 8 or 16, got {depth}")
     if frame.format.name in ("rgb24", "gbrp", "bgr24", "bgr0", "rgb0"):
         return np.asarray(frame.to_ndarray(format="rgb24"))
     rgb = frame.reformat(
@@ -158,6 +267,19 @@ def to_rgb(frame: Any, color: ColorInfo | None = None) -> np.ndarray:
         dst_color_range=RANGE_FULL,
     )
     return np.asarray(rgb.to_ndarray())
+
+
+def _to_rgb48(frame: Any, color: ColorInfo) -> np.ndarray:
+    if frame.format.name.startswith(("gbr", "rgb", "bgr")):
+        rgb = frame.reformat(format="rgb48le")
+    else:
+        rgb = frame.reformat(
+            format="rgb48le",
+            src_colorspace=color.conversion_matrix(frame.height),
+            src_color_range=color.conversion_range(),
+            dst_color_range=RANGE_FULL,
+        )
+    return np.asarray(rgb.to_ndarray(), dtype=np.uint16)
 
 
 def iter_frames(
@@ -170,6 +292,7 @@ def iter_frames(
     gray: bool = False,
     threads: int | None = None,
     demuxer: str | None = None,
+    depth: int = 8,
 ) -> Iterator[DecodedFrame]:
     """Decode frames ``[start, stop)`` in presentation order.
 
@@ -178,6 +301,7 @@ def iter_frames(
     `size` = (width, height) scales while converting (used by scene analysis); `gray` yields
     (H, W, 1) luma instead of RGB. Frames whose timestamps do not increase (broken muxes) are
     dropped so the output timeline stays strictly ordered. `demuxer`: as in `read_video_info`.
+    `depth`: 8 (uint8 RGB) or 16 (uint16 RGB, see `to_rgb`); `gray` is always uint8.
     """
     import av
 
@@ -214,7 +338,8 @@ def iter_frames(
                 if index >= start and (stop is None or index < stop):
                     if color is None:
                         color = _color_of(frame)
-                    yield DecodedFrame(index, pts, pts * tb, _convert(frame, color, size, gray))
+                    rgb = _convert(frame, color, size, gray, depth)
+                    yield DecodedFrame(index, pts, pts * tb, rgb)
                 index += 1
                 if stop is not None and index >= stop:
                     return
@@ -252,11 +377,13 @@ def _decode_from(
         target, step = max(0, target - step), 2 * step
 
 
-def _convert(frame: Any, color: ColorInfo, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
+def _convert(
+    frame: Any, color: ColorInfo, size: tuple[int, int] | None, gray: bool, depth: int = 8
+) -> np.ndarray:
     if size is None and not gray:
-        return to_rgb(frame, color)
+        return to_rgb(frame, color, depth)
     width, height = size if size is not None else (frame.width, frame.height)
     if gray:
         small = frame.reformat(width=width, height=height, format="gray", interpolation="AREA")
         return np.asarray(small.to_ndarray())[:, :, None]
-    return to_rgb(frame.reformat(width=width, height=height, interpolation="AREA"), color)
+    return to_rgb(frame.reformat(width=width, height=height, interpolation="AREA"), color, depth)

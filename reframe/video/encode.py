@@ -16,6 +16,11 @@ Choices worth knowing:
 * 4:2:0 needs even dimensions and this x264 build cannot signal a crop, so an odd width or
   height is padded by one replicated edge column/row (output at most 1 px larger). Lossless
   RGB output keeps the exact size.
+* Sources deeper than 8 bits (10- or 12-bit, typically HDR: PQ or HLG over BT.2020) are
+  written as 10-bit HEVC (`yuv420p10le`, or `gbrp10le` for lossless) whatever codec was asked,
+  because H.264 at 10 bits plays almost nowhere; 12-bit goes to 10. The frames are then uint16
+  RGB, and the mastering display and content light level of the source are written back as
+  HEVC SEI (see `output_codec`, `hdr_x265_params`). 8-bit sources take the paths above, unchanged.
 * Audio is copied packet for packet when the output container accepts the codec; otherwise it
   is re-encoded (AAC, or Opus for WebM). Rotation is kept as a display matrix, not by turning
   pixels.
@@ -32,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from reframe.errors import InvalidInput, RenderError
-from reframe.video.decode import MATRIX_RGB, RANGE_FULL, ColorInfo
+from reframe.video.decode import MATRIX_RGB, RANGE_FULL, ColorInfo, ContentLight, MasteringDisplay
 from reframe.video.mux import AudioCarrier, container_format
 
 Codec = Literal["h264", "hevc"]
@@ -57,6 +62,51 @@ class EncodeOptions:
     @property
     def lossless(self) -> bool:
         return self.crf == 0
+
+
+# --- bit depth and HDR ------------------------------------------------------------------
+
+DEEP_PIX_FMT = "yuv420p10le"
+DEEP_LOSSLESS_PIX_FMT = "gbrp10le"
+
+
+def output_bit_depth(color: ColorInfo) -> int:
+    """Bits per component of the output: 8 for 8-bit sources, 10 for anything deeper."""
+    return 8 if color.bit_depth <= 8 else 10
+
+
+def output_codec(options: EncodeOptions, color: ColorInfo) -> tuple[str, str]:
+    """(encoder, pixel format) for a source deeper than 8 bits: always 10-bit libx265.
+
+    A >8-bit source asked to become H.264 still gets HEVC: 10-bit H.264 (High 10) is not
+    decoded by browsers or phone hardware, and 8 bits would band a PQ or HLG picture.
+    """
+    if output_bit_depth(color) <= 8:
+        raise RenderError("output_codec is for sources deeper than 8 bits")
+    return "libx265", DEEP_LOSSLESS_PIX_FMT if options.lossless else DEEP_PIX_FMT
+
+
+def master_display_param(display: MasteringDisplay) -> str:
+    """x265's ``master-display`` value (SMPTE ST 2086, green-blue-red as the SEI orders them)."""
+    g, b, r, wp = display.green, display.blue, display.red, display.white_point
+    return (
+        f"G({g[0]},{g[1]})B({b[0]},{b[1]})R({r[0]},{r[1]})WP({wp[0]},{wp[1]})"
+        f"L({display.max_luminance},{display.min_luminance})"
+    )
+
+
+def content_light_param(light: ContentLight) -> str:
+    return f"{light.max_cll},{light.max_fall}"
+
+
+def hdr_x265_params(color: ColorInfo) -> list[str]:
+    """x265 parameters that write the source's HDR side data as SEI in the HEVC stream."""
+    params = []
+    if color.mastering_display is not None:
+        params.append(f"master-display={master_display_param(color.mastering_display)}")
+    if color.content_light is not None:
+        params.append(f"max-cll={content_light_param(color.content_light)}")
+    return params
 
 
 # --- watermark ---------------------------------------------------------------------------
@@ -90,7 +140,8 @@ def watermark_box(width: int, height: int) -> tuple[int, int, int, int]:
 
 
 def apply_watermark(rgb: np.ndarray) -> np.ndarray:
-    """A copy of `rgb` (H, W, 3) uint8 with a semi-opaque "REFRAME" in the bottom-right corner.
+    """A copy of `rgb` (H, W, 3) uint8 or uint16 with a semi-opaque "REFRAME" in the bottom-right
+    corner.
 
     White text over a darkened outline so that it reads on bright and dark footage alike; the
     size follows the picture so a 4K render is marked as visibly as a 480p one.
@@ -110,9 +161,12 @@ def apply_watermark(rgb: np.ndarray) -> np.ndarray:
     out = rgb.copy()
     region = out[y0 : y0 + big.shape[0], x0 : x0 + big.shape[1]].astype(np.float32)
     region[outline] *= 0.45
-    region[big] = region[big] * 0.25 + 255 * 0.75
-    out[y0 : y0 + big.shape[0], x0 : x0 + big.shape[1]] = np.clip(region + 0.5, 0, 255).astype(
-        np.uint8
+    peak = float(np.iinfo(rgb.dtype).max)
+    if rgb.dtype != np.uint8:
+        region = region.astype(np.float64)  # float32 cannot hold every 16-bit level exactly
+    region[big] = region[big] * 0.25 + peak * 0.75
+    out[y0 : y0 + big.shape[0], x0 : x0 + big.shape[1]] = np.clip(region + 0.5, 0, peak).astype(
+        rgb.dtype
     )
     return out
 
@@ -123,7 +177,8 @@ def apply_watermark(rgb: np.ndarray) -> np.ndarray:
 class VideoWriter:
     """Write RGB frames to a video file at a constant rate, optionally with the source audio.
 
-    Use as a context manager; frames must all have the same (H, W, 3) uint8 shape.
+    Use as a context manager; frames must all have the same (H, W, 3) shape, uint8 for an 8-bit
+    `color` and uint16 for a deeper one (`output_bit_depth`).
     `start_time` (seconds) is when frame 0 is shown; pass the source's first-frame time so audio
     copied with its original timestamps stays in sync. `audio_demuxer`: the container format of
     `audio_from` as probed (see `reframe.video.media.open_media`).
@@ -152,6 +207,7 @@ class VideoWriter:
             raise InvalidInput(f"fps must be positive, got {fps}")
         self.width, self.height = width, height
         self.color = color or ColorInfo()
+        self.deep = output_bit_depth(self.color) > 8
         self.frames_written = 0
         self._fmt = container_format(path)
         # Fine enough for exact frame steps plus a start offset (see `_pts`).
@@ -183,6 +239,8 @@ class VideoWriter:
         return self.width + self.width % 2, self.height + self.height % 2
 
     def _add_video_stream(self, rotation: int) -> Any:
+        if self.deep:
+            return self._add_deep_video_stream(rotation)
         opts = self.options
         if opts.lossless:
             name = "libx264rgb" if opts.codec == "h264" else "libx265"
@@ -215,25 +273,71 @@ class VideoWriter:
             stream.set_display_rotation(rotation)
         return stream
 
+    def _add_deep_video_stream(self, rotation: int) -> Any:
+        """10-bit HEVC for a >8-bit source, tagged like the source and carrying its HDR SEI."""
+        opts = self.options
+        name, pix_fmt = output_codec(opts, self.color)
+        stream = self._container.add_stream(name, rate=self.fps)
+        stream.width, stream.height = self.coded_size
+        stream.pix_fmt = pix_fmt
+        x265 = ["log-level=error"]
+        x265.append("lossless=1" if opts.lossless else f"crf={opts.crf}")
+        x265.extend(hdr_x265_params(self.color))
+        stream.options = {"preset": opts.preset, "x265-params": ":".join(x265), "tag": "hvc1"}
+        if opts.threads:
+            stream.codec_context.thread_count = opts.threads
+        cc = stream.codec_context
+        cc.time_base = self._tb
+        cc.color_range = self.color.range if not opts.lossless else RANGE_FULL
+        cc.color_primaries = self.color.primaries
+        cc.color_trc = self.color.transfer
+        cc.colorspace = MATRIX_RGB if opts.lossless else self.color.matrix
+        if rotation % 360:
+            stream.set_display_rotation(rotation)
+        return stream
+
+    def _deep_frame(self, rgb: np.ndarray) -> Any:
+        """(H, W, 3) uint16 RGB -> the 10-bit frame the deep stream encodes."""
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le")
+        if self.options.lossless:
+            return frame.reformat(format=DEEP_LOSSLESS_PIX_FMT)
+        return frame.reformat(
+            format=DEEP_PIX_FMT,
+            dst_colorspace=self.color.conversion_matrix(self.height),
+            dst_color_range=self.color.conversion_range(),
+        )
+
     def _pts(self, k: int) -> int:
         return round((self._start + k / self.fps) / self._tb)
 
     def write(self, rgb: np.ndarray) -> None:
-        """Append one (H, W, 3) uint8 RGB frame."""
-        import av
-
+        """Append one (H, W, 3) RGB frame: uint8, or uint16 for a >8-bit source."""
         if self._closed:
             raise RenderError("write() after close()")
-        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+        dtype = np.uint16 if self.deep else np.uint8
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != dtype:
             raise RenderError(
                 f"frame {self.frames_written} is {rgb.shape} {rgb.dtype}; the writer expects "
-                f"({self.height}, {self.width}, 3) uint8"
+                f"({self.height}, {self.width}, 3) {np.dtype(dtype).name}"
             )
         if self.options.watermark:
             rgb = apply_watermark(rgb)
         width, height = self.coded_size
         if (width, height) != (self.width, self.height):
             rgb = np.pad(rgb, ((0, height - self.height), (0, width - self.width), (0, 0)), "edge")
+        frame = self._deep_frame(rgb) if self.deep else self._frame_8bit(rgb)
+        frame.pts = self._pts(self.frames_written)
+        frame.time_base = self._tb
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+        self._audio.pump(until=self._start + self.frames_written / self.fps)
+
+    def _frame_8bit(self, rgb: np.ndarray) -> Any:
+        import av
+
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if not self.options.lossless:
             frame = frame.reformat(
@@ -243,12 +347,7 @@ class VideoWriter:
             )
         elif self.options.codec == "hevc":
             frame = frame.reformat(format="gbrp")
-        frame.pts = self._pts(self.frames_written)
-        frame.time_base = self._tb
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames_written += 1
-        self._audio.pump(until=self._start + self.frames_written / self.fps)
+        return frame
 
     def close(self) -> None:
         """Flush the encoder, copy the remaining audio and finish the file."""
