@@ -13,6 +13,7 @@ from reframe.api.schemas import (
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
 from reframe.jobs.refunds import due_on_cancel
+from reframe.services import previews
 from reframe.services.projects import file_url
 from reframe.services.sweep import file_expires_at
 from reframe.storage.base import Storage
@@ -72,6 +73,7 @@ def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
     output = job.output_file
     if job.status is JobStatus.DONE and output is not None and output.status is FileStatus.READY:
         output_url = file_url(storage, settings, output)
+    preview_seconds = previews.preview_seconds_of(job.render_options)
     return JobPublic(
         job_id=job.id,
         project_id=job.project_id,
@@ -94,6 +96,8 @@ def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
         refunded_xeconds=job.refunded_xeconds,
         payment_kind=job.payment_kind,
         watermarked=job.watermarked,
+        preview=preview_seconds is not None,
+        preview_seconds=preview_seconds,
         created_at=job.created_at,
         updated_at=job.updated_at,
         started_at=job.started_at,

@@ -11,6 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
 from reframe.services.ledger import LedgerKind
 from reframe.services.pagination import PageSlice
+from reframe.services.previews import DEFAULT_SECONDS as PREVIEW_DEFAULT_SECONDS
+from reframe.services.previews import MAX_SECONDS as PREVIEW_MAX_SECONDS
 
 T = TypeVar("T")
 
@@ -243,12 +245,24 @@ class FreeCreditPolicy(BaseModel):
     description: str
 
 
+class PreviewPolicy(BaseModel):
+    free_per_day: int = Field(
+        description="Previews free per account per UTC day (reset at midnight UTC)", examples=[3]
+    )
+    default_seconds: float = Field(examples=[3.0])
+    max_seconds: float = Field(examples=[5.0])
+    watermarked: bool = Field(description="Previews are always watermarked")
+    formula: str = Field(description="The price of a preview after the free ones")
+    description: str
+
+
 class PricingConfigOut(BaseModel):
     formula: str
     bands: list[BandOut]
     credit_packs: list[CreditPackOut]
     limits: LimitsOut
     free_credits: FreeCreditPolicy
+    previews: PreviewPolicy
 
 
 class EstimateIn(RequestModel):
@@ -413,6 +427,14 @@ class JobPublic(BaseModel):
     refunded_xeconds: int
     payment_kind: CreditPool
     watermarked: bool
+    preview: bool = Field(
+        default=False,
+        description=(
+            "A preview: only the first preview_seconds are rendered, watermarked; "
+            "charged_xeconds is its price (0 inside the daily free allowance)"
+        ),
+    )
+    preview_seconds: float | None = Field(default=None, description="Null for a full render")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -492,6 +514,41 @@ class JobCreate(RequestModel):
             "webhook_secret from GET /me>). Private, loopback and link-local hosts are refused."
         ),
     )
+    preview: bool = Field(
+        default=False,
+        description=(
+            "Render only the first preview_seconds of the clip with the same settings, always "
+            "watermarked: free for the first previews of each UTC day (GET /pricing/config, "
+            "previews), then priced like a render of those seconds"
+        ),
+    )
+    preview_seconds: FiniteFloat | None = Field(
+        default=None,
+        description=(
+            f"Seconds a preview covers, more than 0 and at most {PREVIEW_MAX_SECONDS:g} "
+            f"(default {PREVIEW_DEFAULT_SECONDS:g}); a shorter clip is previewed whole. "
+            "Only with preview: true"
+        ),
+        examples=[3],
+    )
+
+    @model_validator(mode="after")
+    def _preview_seconds_needs_preview(self) -> JobCreate:
+        if self.preview_seconds is not None and not self.preview:
+            raise ValueError("preview_seconds is only for a preview; send preview: true with it")
+        if self.preview_seconds is not None and not 0 < self.preview_seconds <= PREVIEW_MAX_SECONDS:
+            raise ValueError(
+                f"a preview covers more than 0 and at most {PREVIEW_MAX_SECONDS:g} seconds; got "
+                f"{self.preview_seconds:g}. Ask for a shorter preview, or render the whole clip "
+                "without preview"
+            )
+        return self
+
+    def preview_length(self) -> float | None:
+        """The seconds to preview, None for a full render."""
+        if not self.preview:
+            return None
+        return PREVIEW_DEFAULT_SECONDS if self.preview_seconds is None else self.preview_seconds
 
 
 class JobCreated(BaseModel):
@@ -503,6 +560,8 @@ class JobCreated(BaseModel):
     multiplier: int
     payment_kind: CreditPool
     watermarked: bool
+    preview: bool = Field(default=False, description="Only the first preview_seconds render")
+    preview_seconds: float | None = Field(default=None, description="Null for a full render")
     balance: BalanceOut = Field(description="Balance after this charge")
 
 

@@ -27,7 +27,7 @@ from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
 from reframe.jobs.progress import ProgressStore, overlay_live
 from reframe.jobs.refunds import due_on_cancel
-from reframe.services import jobs, ownership
+from reframe.services import jobs, ownership, previews
 from reframe.services.webhooks import check_destination
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -71,8 +71,10 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         webhook_url=body.webhook_url,
+        preview_seconds=body.preview_length(),
     )
     job = accepted.job
+    preview_seconds = previews.preview_seconds_of(job.render_options)
     return JobCreated(
         job_id=job.id,
         project_id=job.project_id,
@@ -82,6 +84,8 @@ def create_job(
         multiplier=job.multiplier,
         payment_kind=job.payment_kind,
         watermarked=job.watermarked,
+        preview=preview_seconds is not None,
+        preview_seconds=preview_seconds,
         balance=balance_out(accepted.balance),
     )
 

@@ -17,6 +17,7 @@ from reframe.api.schemas import (
     FreeCreditPolicy,
     LimitsOut,
     OptionQuote,
+    PreviewPolicy,
     PricingConfigOut,
     VideoInfo,
     VideoOptionQuote,
@@ -24,7 +25,7 @@ from reframe.api.schemas import (
 from reframe.config import Settings
 from reframe.db.models import CreditPool
 from reframe.errors import InsufficientCredits
-from reframe.services import jobs, ledger, ownership, pricing, uploads
+from reframe.services import jobs, ledger, ownership, previews, pricing, uploads
 from reframe.video import timing
 
 router = APIRouter(prefix="/pricing", tags=["pricing"])
@@ -99,6 +100,20 @@ def pricing_config(settings: SettingsDep) -> PricingConfigOut:
                 f"New accounts receive {settings.free_xeconds_on_signup} free xeconds. A job is "
                 "paid from paid xeconds when they cover it (clean output), otherwise from free "
                 "xeconds (watermarked output)."
+            ),
+        ),
+        previews=PreviewPolicy(
+            free_per_day=settings.preview_free_per_day,
+            default_seconds=previews.DEFAULT_SECONDS,
+            max_seconds=previews.MAX_SECONDS,
+            watermarked=True,
+            formula="charged_xeconds = ceil(preview_seconds) x band multiplier",
+            description=(
+                'POST /jobs with "preview": true renders the first preview_seconds '
+                f"(default {previews.DEFAULT_SECONDS:g}, at most {previews.MAX_SECONDS:g}) "
+                "with the same settings, watermarked. The first "
+                f"{settings.preview_free_per_day} previews of each UTC day are free; later "
+                "ones are charged like a render of those seconds and refunded if they fail."
             ),
         ),
     )
