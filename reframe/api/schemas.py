@@ -6,7 +6,14 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
 from reframe.services.ledger import LedgerKind
@@ -532,16 +539,21 @@ class JobCreate(RequestModel):
         examples=[3],
     )
 
+    @field_validator("preview_seconds")
+    @classmethod
+    def _preview_length(cls, seconds: float | None) -> float | None:
+        if seconds is not None and not 0 < seconds <= PREVIEW_MAX_SECONDS:
+            raise ValueError(
+                f"a preview covers more than 0 and at most {PREVIEW_MAX_SECONDS:g} seconds; got "
+                f"{seconds:g}. Ask for a shorter preview, or render the whole clip without "
+                "preview"
+            )
+        return seconds
+
     @model_validator(mode="after")
     def _preview_seconds_needs_preview(self) -> JobCreate:
         if self.preview_seconds is not None and not self.preview:
             raise ValueError("preview_seconds is only for a preview; send preview: true with it")
-        if self.preview_seconds is not None and not 0 < self.preview_seconds <= PREVIEW_MAX_SECONDS:
-            raise ValueError(
-                f"a preview covers more than 0 and at most {PREVIEW_MAX_SECONDS:g} seconds; got "
-                f"{self.preview_seconds:g}. Ask for a shorter preview, or render the whole clip "
-                "without preview"
-            )
         return self
 
     def preview_length(self) -> float | None:
