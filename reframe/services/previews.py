@@ -16,7 +16,6 @@ last free slot are serialised and the second one sees the first one's row.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, time
 
 from sqlalchemy import func, select

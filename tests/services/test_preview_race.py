@@ -112,7 +112,9 @@ def test_two_previews_at_the_last_free_slot_are_not_both_free(
     with postgres_db.session() as s:
         rows = s.scalars(select(Job).where(Job.account_id == account_id)).all()
         assert sorted(j.charged_xeconds for j in rows) == [0, 2]
-        assert all(j.watermarked and j.render_options == {"preview": {"seconds": 2.0}} for j in rows)
+        assert all(
+            j.watermarked and j.render_options == {"preview": {"seconds": 2.0}} for j in rows
+        )
         charged = s.scalars(select(LedgerEntry).where(LedgerEntry.delta < 0)).all()
         assert [e.delta for e in charged if e.account_id == account_id] == [-2]
         assert ledger.balance(s, account_id).free == 28

@@ -183,9 +183,15 @@ class AsyncReframe:
         *,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        preview: bool | float = False,
     ) -> m.JobCreated:
         flow = self._core.create_job(
-            r2_key, project_id, target_fps, webhook_url=webhook_url, idempotency_key=idempotency_key
+            r2_key,
+            project_id,
+            target_fps,
+            webhook_url=webhook_url,
+            idempotency_key=idempotency_key,
+            preview=preview,
         )
         return await self._run(flow)
 
@@ -235,6 +241,7 @@ class AsyncReframe:
         on_download: c.DownloadCallback | None = None,
         poll_interval: float | None = None,
         timeout: float | None = None,
+        preview: bool | float = False,
     ) -> c.RenderResult:
         """See `Reframe.render`."""
         flow = self._core.render(
@@ -250,6 +257,7 @@ class AsyncReframe:
             on_download=on_download,
             poll_interval=poll_interval,
             timeout=timeout,
+            preview=preview,
         )
         return await self._run(flow)
 

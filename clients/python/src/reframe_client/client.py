@@ -198,9 +198,12 @@ class Reframe:
         *,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        preview: bool | float = False,
     ) -> m.JobCreated:
         """Start a render; xeconds are taken now. A generated Idempotency-Key makes the
-        client's own retries safe; pass yours to make your retries safe too."""
+        client's own retries safe; pass yours to make your retries safe too. `preview=True`
+        renders only the first seconds (the server's default length; a number picks it),
+        watermarked, free for the first previews of each UTC day."""
         return self._run(
             self._core.create_job(
                 r2_key,
@@ -208,6 +211,7 @@ class Reframe:
                 target_fps,
                 webhook_url=webhook_url,
                 idempotency_key=idempotency_key,
+                preview=preview,
             )
         )
 
@@ -259,6 +263,7 @@ class Reframe:
         on_download: c.DownloadCallback | None = None,
         poll_interval: float | None = None,
         timeout: float | None = None,
+        preview: bool | float = False,
     ) -> c.RenderResult:
         """Render a local clip at `target_fps` and save it to `output` (default:
         `<name>-<fps>fps.mp4` next to the input): presign -> upload -> estimate -> job ->
@@ -277,6 +282,7 @@ class Reframe:
                 on_download=on_download,
                 poll_interval=poll_interval,
                 timeout=timeout,
+                preview=preview,
             )
         )
 

@@ -196,6 +196,17 @@ class FreeCreditPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class PreviewPolicy:
+    SCHEMA: ClassVar[str] = "PreviewPolicy"
+    free_per_day: int  # previews free per account per UTC day
+    default_seconds: float
+    max_seconds: float
+    watermarked: bool
+    formula: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
 class PricingConfig:
     SCHEMA: ClassVar[str] = "PricingConfigOut"
     formula: str
@@ -203,6 +214,7 @@ class PricingConfig:
     credit_packs: list[CreditPack]
     limits: Limits
     free_credits: FreeCreditPolicy
+    previews: PreviewPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,6 +386,9 @@ class Job:
     source_variable_frame_rate: bool | None = None
     # What cancelling now would refund; None once the job has ended.
     cancel_refund_xeconds: int | None = None
+    # A preview renders only the first preview_seconds, watermarked.
+    preview: bool = False
+    preview_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,6 +403,8 @@ class JobCreated:
     payment_kind: CreditPool
     watermarked: bool
     balance: Balance
+    preview: bool = False
+    preview_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -504,6 +521,8 @@ class _JobCreateRequired(TypedDict):
 
 class JobCreateBody(_JobCreateRequired, total=False):
     webhook_url: str | None
+    preview: bool
+    preview_seconds: float | None
 
 
 # --- decoding ---------------------------------------------------------------------------------
