@@ -11,7 +11,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    field_validator,
     model_validator,
 )
 
@@ -29,6 +28,19 @@ _KEY_EXAMPLE = "uploads/3f2a.../9c1e.../clip.mp4"
 # floats; none is a duration or a frame rate, and an infinite one overflowed the price
 # (math.ceil) into a 500. Refused here, they are a 400 that names the field.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _preview_length(seconds: float) -> float:
+    if not 0 < seconds <= PREVIEW_MAX_SECONDS:
+        raise ValueError(
+            f"a preview covers more than 0 and at most {PREVIEW_MAX_SECONDS:g} seconds; got "
+            f"{seconds:g}. Ask for a shorter preview, or render the whole clip without preview"
+        )
+    return seconds
+
+
+# How long a preview is (POST /jobs, the estimates): (0, 5] seconds.
+PreviewSeconds = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_preview_length)]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -283,6 +295,13 @@ class EstimateIn(RequestModel):
     source_fps: FiniteFloat = Field(gt=0)
     target_fps: int | None = None
     target_fps_options: list[int] | None = Field(default=None, min_length=1, max_length=16)
+    preview_seconds: PreviewSeconds | None = Field(
+        default=None,
+        description=(
+            "Quote a preview of this many seconds (POST /jobs with preview: true) instead of "
+            "the whole clip: its price once the day's free previews are used"
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> EstimateIn:
@@ -308,9 +327,10 @@ class OptionQuote(BaseModel):
 
 class EstimateOut(BaseModel):
     duration_sec: float
-    billable_seconds: int
+    billable_seconds: int = Field(description="Of the preview when preview_seconds is given")
     source_fps: float
     options: list[OptionQuote]
+    preview_seconds: float | None = Field(default=None, description="Null: the whole clip")
 
 
 class EstimateVideoIn(RequestModel):
@@ -320,6 +340,13 @@ class EstimateVideoIn(RequestModel):
 
     r2_key: Text = Field(min_length=1, max_length=512, description="`key` from /upload/presign")
     target_fps_options: list[int] = Field(min_length=1, max_length=16)
+    preview_seconds: PreviewSeconds | None = Field(
+        default=None,
+        description=(
+            "Quote a preview of this many seconds (POST /jobs with preview: true): free while "
+            "the account has free previews left today, watermarked either way"
+        ),
+    )
 
 
 class VideoInfo(BaseModel):
@@ -359,6 +386,10 @@ class EstimateVideoOut(BaseModel):
     probe: dict[str, Any] = Field(description="Everything the probe learned about the file")
     options: list[VideoOptionQuote]
     balance: BalanceOut
+    preview_seconds: float | None = Field(default=None, description="Null: the whole clip")
+    free_previews_left: int | None = Field(
+        default=None, description="Free previews the account has left today; null without preview"
+    )
 
 
 # --- uploads ----------------------------------------------------------------------------------
@@ -529,7 +560,7 @@ class JobCreate(RequestModel):
             "previews), then priced like a render of those seconds"
         ),
     )
-    preview_seconds: FiniteFloat | None = Field(
+    preview_seconds: PreviewSeconds | None = Field(
         default=None,
         description=(
             f"Seconds a preview covers, more than 0 and at most {PREVIEW_MAX_SECONDS:g} "
@@ -538,17 +569,6 @@ class JobCreate(RequestModel):
         ),
         examples=[3],
     )
-
-    @field_validator("preview_seconds")
-    @classmethod
-    def _preview_length(cls, seconds: float | None) -> float | None:
-        if seconds is not None and not 0 < seconds <= PREVIEW_MAX_SECONDS:
-            raise ValueError(
-                f"a preview covers more than 0 and at most {PREVIEW_MAX_SECONDS:g} seconds; got "
-                f"{seconds:g}. Ask for a shorter preview, or render the whole clip without "
-                "preview"
-            )
-        return seconds
 
     @model_validator(mode="after")
     def _preview_seconds_needs_preview(self) -> JobCreate:

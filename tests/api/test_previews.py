@@ -190,3 +190,52 @@ def test_preview_length_rules_are_400_with_a_clear_detail(api: ApiHarness) -> No
     assert _balance(api, key)["free_xeconds"] == 30
     with api.db.session() as s:
         assert s.scalars(select(Job).where(Job.account_id == account_id)).all() == []
+
+
+def test_the_public_estimate_quotes_a_preview(api: ApiHarness) -> None:
+    body = {"duration_sec": 12.4, "source_fps": 24, "target_fps_options": [60, 120]}
+    full = api.client.post("/pricing/estimate", json=body).json()
+    assert [o["charged_xeconds"] for o in full["options"]] == [13, 26]  # unchanged
+    assert (full["billable_seconds"], full["preview_seconds"]) == (13, None)
+    resp = api.client.post("/pricing/estimate", json={**body, "preview_seconds": 2.5})
+    assert resp.status_code == 200, resp.text
+    preview = resp.json()
+    assert (preview["billable_seconds"], preview["preview_seconds"]) == (3, 2.5)
+    assert [o["charged_xeconds"] for o in preview["options"]] == [3, 6]
+    too_long = api.client.post("/pricing/estimate", json={**body, "preview_seconds": 9})
+    assert too_long.status_code == 400
+    assert "preview_seconds" in too_long.json()["detail"]
+
+
+def test_the_video_estimate_says_what_a_preview_would_charge_now(api_factory: ApiFactory) -> None:
+    api = api_factory(preview_free_per_day=1)
+    _, key = api.create_account(free=30, paid=10)
+    up = api.upload(key, frames=96, fps=24)  # 4 s
+
+    def estimate(**extra: Any) -> dict[str, Any]:
+        body = {"r2_key": up["key"], "target_fps_options": [60, 120], **extra}
+        resp = api.client.post("/pricing/estimate-video", json=body, headers=auth(key))
+        assert resp.status_code == 200, resp.text
+        out: dict[str, Any] = resp.json()
+        return out
+
+    full = estimate()
+    assert [o["charged_xeconds"] for o in full["options"]] == [4, 8]
+    assert [o["watermarked"] for o in full["options"]] == [False, False]
+    assert (full["preview_seconds"], full["free_previews_left"]) == (None, None)
+    free = estimate(preview_seconds=3)
+    assert free["free_previews_left"] == 1
+    assert [(o["charged_xeconds"], o["watermarked"]) for o in free["options"]] == [
+        (0, True),
+        (0, True),
+    ]
+    assert _preview(api, key, up)["charged_xeconds"] == 0  # the quote held
+    paid = estimate(preview_seconds=3)
+    assert paid["free_previews_left"] == 0
+    assert [
+        (o["charged_xeconds"], o["payment_kind"], o["watermarked"]) for o in paid["options"]
+    ] == [
+        (3, "paid", True),
+        (6, "paid", True),
+    ]
+    assert _preview(api, key, up, 120)["charged_xeconds"] == 6

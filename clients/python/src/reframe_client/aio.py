@@ -145,10 +145,14 @@ class AsyncReframe:
             "source_fps": source_fps,
             "target_fps_options": target_fps_options,
         }
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return await self._run(self._core.call(c.ESTIMATE, json=body))
 
     async def estimate_video(self, r2_key: str, target_fps_options: list[int]) -> m.VideoEstimate:
         body: m.EstimateVideoBody = {"r2_key": r2_key, "target_fps_options": target_fps_options}
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return await self._run(self._core.call(c.ESTIMATE_VIDEO, json=body))
 
     # -- uploads and jobs -------------------------------------------------------------------

@@ -148,7 +148,12 @@ class Reframe:
         return self._run(self._core.call(c.PRICING_CONFIG))
 
     def estimate(
-        self, duration_sec: float, source_fps: float, target_fps_options: list[int]
+        self,
+        duration_sec: float,
+        source_fps: float,
+        target_fps_options: list[int],
+        *,
+        preview_seconds: float | None = None,
     ) -> m.Estimate:
         """The price of a clip from its metadata alone (no upload, no key needed)."""
         body: m.EstimateBody = {
@@ -156,11 +161,17 @@ class Reframe:
             "source_fps": source_fps,
             "target_fps_options": target_fps_options,
         }
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return self._run(self._core.call(c.ESTIMATE, json=body))
 
-    def estimate_video(self, r2_key: str, target_fps_options: list[int]) -> m.VideoEstimate:
+    def estimate_video(
+        self, r2_key: str, target_fps_options: list[int], *, preview_seconds: float | None = None
+    ) -> m.VideoEstimate:
         """Probe an uploaded file and price each frame rate against this account's balance."""
         body: m.EstimateVideoBody = {"r2_key": r2_key, "target_fps_options": target_fps_options}
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return self._run(self._core.call(c.ESTIMATE_VIDEO, json=body))
 
     # -- uploads ----------------------------------------------------------------------------

@@ -235,6 +235,7 @@ class Estimate:
     billable_seconds: int
     source_fps: float
     options: list[OptionQuote]
+    preview_seconds: float | None = None  # quoted as a preview of this many seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +272,8 @@ class VideoEstimate:
     probe: dict[str, Any]
     options: list[VideoOptionQuote]
     balance: Balance
+    preview_seconds: float | None = None
+    free_previews_left: int | None = None  # today's, when quoted as a preview
 
     def option(self, target_fps: int) -> VideoOptionQuote | None:
         return next((o for o in self.options if o.target_fps == target_fps), None)
@@ -506,11 +509,16 @@ class _EstimateRequired(TypedDict):
 class EstimateBody(_EstimateRequired, total=False):
     target_fps: int | None
     target_fps_options: list[int] | None
+    preview_seconds: float | None
 
 
-class EstimateVideoBody(TypedDict):
+class _EstimateVideoRequired(TypedDict):
     r2_key: str
     target_fps_options: list[int]
+
+
+class EstimateVideoBody(_EstimateVideoRequired, total=False):
+    preview_seconds: float | None
 
 
 class _JobCreateRequired(TypedDict):
