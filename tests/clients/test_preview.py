@@ -18,6 +18,9 @@ def test_previews_are_asked_for_priced_and_shown(live_api: LiveApi, tmp_path: Pa
     with live_api.client(key, poll_interval=0) as client:
         terms = client.pricing_config().previews
         assert (terms.free_per_day, terms.max_seconds, terms.watermarked) == (3, 5.0, True)
+        quoted = client.estimate(12.4, 24, [60, 120], preview_seconds=2)
+        assert [o.charged_xeconds for o in quoted.options] == [2, 4]
+        assert quoted.preview_seconds == 2.0
         done = client.render(clip, 48, on_progress=ScriptedRender(live_api, rendered), preview=1)
         # The first of the day's three free previews.
         assert (done.job.preview, done.job.preview_seconds, done.job.charged_xeconds) == (
@@ -27,6 +30,8 @@ def test_previews_are_asked_for_priced_and_shown(live_api: LiveApi, tmp_path: Pa
         )
         assert done.output == tmp_path / "clip-48fps-preview.mp4"
         up = client.upload(clip)
+        video = client.estimate_video(up.key, [60], preview_seconds=3)
+        assert (video.free_previews_left, video.options[0].charged_xeconds) == (2, 0)
         default = client.create_job(up.key, up.project_id, 60, preview=True)
         assert (default.preview, default.preview_seconds, default.charged_xeconds) == (
             True,

@@ -138,7 +138,12 @@ class AsyncReframe:
         return await self._run(self._core.call(c.PRICING_CONFIG))
 
     async def estimate(
-        self, duration_sec: float, source_fps: float, target_fps_options: list[int]
+        self,
+        duration_sec: float,
+        source_fps: float,
+        target_fps_options: list[int],
+        *,
+        preview_seconds: float | None = None,
     ) -> m.Estimate:
         body: m.EstimateBody = {
             "duration_sec": duration_sec,
@@ -149,7 +154,9 @@ class AsyncReframe:
             body["preview_seconds"] = preview_seconds
         return await self._run(self._core.call(c.ESTIMATE, json=body))
 
-    async def estimate_video(self, r2_key: str, target_fps_options: list[int]) -> m.VideoEstimate:
+    async def estimate_video(
+        self, r2_key: str, target_fps_options: list[int], *, preview_seconds: float | None = None
+    ) -> m.VideoEstimate:
         body: m.EstimateVideoBody = {"r2_key": r2_key, "target_fps_options": target_fps_options}
         if preview_seconds is not None:
             body["preview_seconds"] = preview_seconds
