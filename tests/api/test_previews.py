@@ -116,6 +116,12 @@ def test_paid_preview_failure_refunds_exactly_once(api_factory: ApiFactory) -> N
     ]
     shown = api.client.get(f"/jobs/{body['job_id']}", headers=auth(key)).json()
     assert (shown["live_status"], shown["refunded_xeconds"]) == ("failed", 3)
+    lines = api.client.get("/me/ledger", headers=auth(key)).json()["items"]
+    assert [(line["kind"], line["amount_xeconds"]) for line in lines[:2]] == [
+        ("refund", 3),
+        ("charge", -3),
+    ]
+    assert lines[1]["description"] == "Charge for a preview of 2.5 s, render at 60 fps (smooth, x1)"
 
 
 def test_a_failed_free_preview_gives_its_slot_back(api_factory: ApiFactory) -> None:
