@@ -116,6 +116,7 @@ def job_summary(job: Job) -> JobSummary:
         watermarked=job.watermarked,
         output_file_id=job.output_file_id,
         created_at=job.created_at,
+        preview=previews.preview_seconds_of(job.render_options) is not None,
     )
 
 

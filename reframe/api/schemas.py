@@ -518,6 +518,7 @@ class JobSummary(BaseModel):
     watermarked: bool
     output_file_id: str | None
     created_at: datetime
+    preview: bool = Field(default=False, description="Only the clip's first seconds rendered")
 
 
 class DownloadOut(BaseModel):

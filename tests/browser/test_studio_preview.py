@@ -48,4 +48,5 @@ def test_preview_before_the_full_render(
 
     page.get_by_role("link", name="Dashboard").click()
     expect(page.locator("#balance-free")).to_have_text(str(studio.settings.free_xeconds_on_signup))
+    expect(page.locator("#projects")).to_contain_text("120 fps preview")
     assert page_errors == []

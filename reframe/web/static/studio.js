@@ -560,7 +560,7 @@
           el("td", {}, link, el("div", { class: "small muted", text: fmtDate(project.created_at) })),
           el("td", { class: "small" }, ...inputs.map((f) => el("div", { text: fileLine(f) }))),
           el("td", { class: "small" }, ...(outputs.length ? outputs.map((f) => el("div", { text: fileLine(f) })) : ["–"])),
-          el("td", {}, ...(jobs.length ? jobs.map((j) => el("div", {}, statusBadge(j.live_status), ` ${j.target_fps} fps`)) : ["–"])),
+          el("td", {}, ...(jobs.length ? jobs.map((j) => el("div", {}, statusBadge(j.live_status), ` ${j.target_fps} fps${j.preview ? " preview" : ""}`)) : ["–"])),
         ),
       );
     }

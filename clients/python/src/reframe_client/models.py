@@ -322,6 +322,7 @@ class JobSummary:
     watermarked: bool
     output_file_id: str | None
     created_at: datetime
+    preview: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
