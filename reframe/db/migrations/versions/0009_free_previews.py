@@ -35,6 +35,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Refused by the database while free previews (zero-charge jobs) exist: they would break
+    # the old constraint. Delete or re-price them first if a downgrade is really wanted.
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_account_id_created_at'))
         batch_op.drop_constraint(batch_op.f('ck_jobs_charge_not_negative'), type_='check')
