@@ -227,6 +227,9 @@ class Settings(BaseSettings):
     # Operator-configurable packs, as JSON in REFRAME_CREDIT_PACKS, e.g.
     # '[{"id":"small","name":"Small","xeconds":100,"price_cents":200}]'.
     credit_packs: list[CreditPack] = Field(default_factory=_default_credit_packs)
+    # Previews (the first seconds of a clip, always watermarked) an account gets free per UTC
+    # day; later ones that day are priced like a render of those seconds (0 = none free).
+    preview_free_per_day: int = Field(default=3, ge=0)
 
     # Job lifecycle (reframe/jobs). Redis keys are namespaced so one server can host several
     # installs (and tests) side by side.

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from reframe.api.schemas import FilePublic, JobPublic, JobSummary, ProjectPublic, SharedFile
+from reframe.api.schemas import (
+    FilePublic,
+    JobCreated,
+    JobPublic,
+    JobSummary,
+    ProjectPublic,
+    SharedFile,
+)
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
 from reframe.jobs.refunds import due_on_cancel
+from reframe.services import previews
+from reframe.services.jobs import AcceptedJob
 from reframe.services.projects import file_url
 from reframe.services.sweep import file_expires_at
 from reframe.storage.base import Storage
@@ -46,6 +55,15 @@ def shared_file(file: File, url: str) -> SharedFile:
     return SharedFile.model_validate(_With(file, url=url, **_probed(file)))
 
 
+def _preview_fields(job: Job) -> dict[str, Any]:
+    seconds = previews.preview_seconds_of(job.render_options)
+    return {"preview": seconds is not None, "preview_seconds": seconds}
+
+
+def job_created(accepted: AcceptedJob) -> JobCreated:
+    return JobCreated.model_validate(_With(accepted, **_preview_fields(accepted.job)))
+
+
 def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
     output_url = None
     output = job.output_file
@@ -58,12 +76,15 @@ def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
             # None for probes stored before the flag existed.
             source_variable_frame_rate=(job.input_file.probe or {}).get("variable_frame_rate"),
             cancel_refund_xeconds=due_on_cancel(job),
+            **_preview_fields(job),
         )
     )
 
 
 def job_summary(job: Job) -> JobSummary:
-    return JobSummary.model_validate(job)
+    return JobSummary.model_validate(
+        _With(job, preview=previews.preview_seconds_of(job.render_options) is not None)
+    )
 
 
 def project_public(

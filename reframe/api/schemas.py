@@ -11,6 +11,8 @@ from pydantic import AfterValidator, AliasPath, BaseModel, ConfigDict, Field, mo
 from reframe.db.models import CreditPool, FileRole, FileStatus, JobStatus
 from reframe.services.ledger import LedgerKind
 from reframe.services.pagination import PageSlice
+from reframe.services.previews import DEFAULT_SECONDS as PREVIEW_DEFAULT_SECONDS
+from reframe.services.previews import MAX_SECONDS as PREVIEW_MAX_SECONDS
 
 T = TypeVar("T")
 
@@ -20,6 +22,19 @@ _KEY_EXAMPLE = "uploads/3f2a.../9c1e.../clip.mp4"
 # floats; none is a duration or a frame rate, and an infinite one overflowed the price
 # (math.ceil) into a 500. Refused here, they are a 400 that names the field.
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _preview_length(seconds: float) -> float:
+    if not 0 < seconds <= PREVIEW_MAX_SECONDS:
+        raise ValueError(
+            f"a preview covers more than 0 and at most {PREVIEW_MAX_SECONDS:g} seconds; got "
+            f"{seconds:g}. Ask for a shorter preview, or render the whole clip without preview"
+        )
+    return seconds
+
+
+# How long a preview is (POST /jobs, the estimates): (0, 5] seconds.
+PreviewSeconds = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_preview_length)]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -258,12 +273,24 @@ class FreeCreditPolicy(BaseModel):
     description: str
 
 
+class PreviewPolicy(BaseModel):
+    free_per_day: int = Field(
+        description="Previews free per account per UTC day (reset at midnight UTC)", examples=[3]
+    )
+    default_seconds: float = Field(examples=[3.0])
+    max_seconds: float = Field(examples=[5.0])
+    watermarked: bool = Field(description="Previews are always watermarked")
+    formula: str = Field(description="The price of a preview after the free ones")
+    description: str
+
+
 class PricingConfigOut(BaseModel):
     formula: str
     bands: list[BandOut]
     credit_packs: list[CreditPackOut]
     limits: LimitsOut
     free_credits: FreeCreditPolicy
+    previews: PreviewPolicy
 
 
 class EstimateIn(RequestModel):
@@ -277,6 +304,13 @@ class EstimateIn(RequestModel):
     source_fps: FiniteFloat = Field(gt=0)
     target_fps: int | None = None
     target_fps_options: list[int] | None = Field(default=None, min_length=1, max_length=16)
+    preview_seconds: PreviewSeconds | None = Field(
+        default=None,
+        description=(
+            "Quote a preview of this many seconds (POST /jobs with preview: true) instead of "
+            "the whole clip: its price once the day's free previews are used"
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> EstimateIn:
@@ -302,9 +336,10 @@ class OptionQuote(BaseModel):
 
 class EstimateOut(BaseModel):
     duration_sec: float
-    billable_seconds: int
+    billable_seconds: int = Field(description="Of the preview when preview_seconds is given")
     source_fps: float
     options: list[OptionQuote]
+    preview_seconds: float | None = Field(default=None, description="Null: the whole clip")
 
 
 class EstimateVideoIn(RequestModel):
@@ -314,6 +349,13 @@ class EstimateVideoIn(RequestModel):
 
     r2_key: Text = Field(min_length=1, max_length=512, description="`key` from /upload/presign")
     target_fps_options: list[int] = Field(min_length=1, max_length=16)
+    preview_seconds: PreviewSeconds | None = Field(
+        default=None,
+        description=(
+            "Quote a preview of this many seconds (POST /jobs with preview: true): free while "
+            "the account has free previews left today, watermarked either way"
+        ),
+    )
 
 
 class VideoInfo(BaseModel):
@@ -353,6 +395,10 @@ class EstimateVideoOut(BaseModel):
     probe: dict[str, Any] = Field(description="Everything the probe learned about the file")
     options: list[VideoOptionQuote]
     balance: BalanceOut
+    preview_seconds: float | None = Field(default=None, description="Null: the whole clip")
+    free_previews_left: int | None = Field(
+        default=None, description="Free previews the account has left today; null without preview"
+    )
 
 
 # --- uploads ----------------------------------------------------------------------------------
@@ -428,6 +474,14 @@ class JobPublic(RowModel):
     refunded_xeconds: int
     payment_kind: CreditPool
     watermarked: bool
+    preview: bool = Field(
+        default=False,
+        description=(
+            "A preview: only the first preview_seconds are rendered, watermarked; "
+            "charged_xeconds is its price (0 inside the daily free allowance)"
+        ),
+    )
+    preview_seconds: float | None = Field(default=None, description="Null for a full render")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
@@ -473,6 +527,7 @@ class JobSummary(RowModel):
     watermarked: bool
     output_file_id: str | None
     created_at: datetime
+    preview: bool = Field(default=False, description="Only the clip's first seconds rendered")
 
 
 class DownloadOut(BaseModel):
@@ -507,6 +562,35 @@ class JobCreate(RequestModel):
             "webhook_secret from GET /me>). Private, loopback and link-local hosts are refused."
         ),
     )
+    preview: bool = Field(
+        default=False,
+        description=(
+            "Render only the first preview_seconds of the clip with the same settings, always "
+            "watermarked: free for the first previews of each UTC day (GET /pricing/config, "
+            "previews), then priced like a render of those seconds"
+        ),
+    )
+    preview_seconds: PreviewSeconds | None = Field(
+        default=None,
+        description=(
+            f"Seconds a preview covers, more than 0 and at most {PREVIEW_MAX_SECONDS:g} "
+            f"(default {PREVIEW_DEFAULT_SECONDS:g}); a shorter clip is previewed whole. "
+            "Only with preview: true"
+        ),
+        examples=[3],
+    )
+
+    @model_validator(mode="after")
+    def _preview_seconds_needs_preview(self) -> JobCreate:
+        if self.preview_seconds is not None and not self.preview:
+            raise ValueError("preview_seconds is only for a preview; send preview: true with it")
+        return self
+
+    def preview_length(self) -> float | None:
+        """The seconds to preview, None for a full render."""
+        if not self.preview:
+            return None
+        return PREVIEW_DEFAULT_SECONDS if self.preview_seconds is None else self.preview_seconds
 
 
 class JobCreated(RowModel):
@@ -520,6 +604,8 @@ class JobCreated(RowModel):
     multiplier: int = Field(validation_alias=AliasPath("job", "multiplier"))
     payment_kind: CreditPool = Field(validation_alias=AliasPath("job", "payment_kind"))
     watermarked: bool = Field(validation_alias=AliasPath("job", "watermarked"))
+    preview: bool = Field(default=False, description="Only the first preview_seconds render")
+    preview_seconds: float | None = Field(default=None, description="Null for a full render")
     balance: BalanceOut = Field(description="Balance after this charge")
 
 

@@ -203,10 +203,12 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("account_id", "idempotency_key", name="uq_jobs_account_idempotency"),
-        CheckConstraint("charged_xeconds > 0", name="positive_charge"),
+        # Zero only for a preview inside the daily free allowance (reframe.services.previews).
+        CheckConstraint("charged_xeconds >= 0", name="charge_not_negative"),
         CheckConstraint(
             "refunded_xeconds >= 0 AND refunded_xeconds <= charged_xeconds", name="refund_range"
         ),
+        Index("ix_jobs_account_id_created_at", "account_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -348,8 +348,12 @@ def plan_render(
     *,
     scenes: SceneSettings | None = None,
     demuxer: str | None = None,
+    max_seconds: Fraction | float | None = None,
 ) -> RenderPlan:
     """Read the source once at thumbnail size, detect cuts and repeats, plan the output.
+
+    `max_seconds`: plan only the first seconds of output (a preview; `Timeline.head`); the
+    whole clip is still analysed, so cuts and repeats are judged as in the full render.
 
     The timeline follows the frames' real timestamps (variable rate included) and lasts
     `clip_duration`: the frames' span, or the header's duration when that is longer, the same
@@ -377,6 +381,8 @@ def plan_render(
         anchors=analysis.anchors,
         cuts=analysis.cuts,
     )
+    if max_seconds is not None:
+        timeline = timeline.head(max_seconds)
     return RenderPlan(info=info, analysis=analysis, timeline=timeline, source_fps=timing.rate)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from statistics import median
 
@@ -94,6 +94,21 @@ class Timeline:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def head(self, seconds: RationalLike) -> Timeline:
+        """The plan of the first `seconds` of output only (a preview): round(seconds x fps)
+        frames, halves up, or the whole plan when it is not longer than that.
+
+        The frames are the full plan's own, so a preview looks exactly like the start of the
+        full render; the last one is not forced to the clip's last frame (the clip goes on).
+        """
+        span = as_fraction(seconds)
+        if span <= 0:
+            raise InvalidInput(f"a preview must last more than 0 seconds, got {float(span):g}")
+        count = output_frame_count(span, self.target_fps)
+        if count >= len(self.frames):
+            return self
+        return replace(self, frames=self.frames[:count], duration=count / self.target_fps)
 
     @property
     def synthesized_count(self) -> int:

@@ -37,6 +37,7 @@ from reframe.jobs.planning import Placement, RenderPlanner
 from reframe.jobs.webhooks import WebhookPool, WebhookSender
 from reframe.logs import job_fields
 from reframe.options import RenderOptions
+from reframe.services import previews
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,7 +51,10 @@ log = logging.getLogger(__name__)
 
 def time_limit_sec(job: Job, base_sec: float, per_frame_sec: float) -> float:
     """Longest one attempt may take: a fixed allowance plus a budget per output frame."""
-    frames = job.frames_total or math.ceil(job.duration_sec * job.target_fps)
+    # A preview renders only its first seconds (render_options), so only those are budgeted.
+    preview = previews.preview_seconds_of(job.render_options)
+    seconds = job.duration_sec if preview is None else min(preview, job.duration_sec)
+    frames = job.frames_total or math.ceil(seconds * job.target_fps)
     return base_sec + per_frame_sec * frames
 
 

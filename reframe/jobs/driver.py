@@ -31,7 +31,7 @@ from reframe.errors import Conflict, NotFound, ObjectChanged, ReframeError, Rend
 from reframe.jobs.events import event_bus
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.jobs.progress import progress_store
-from reframe.services import uploads
+from reframe.services import previews, uploads
 from reframe.storage import new_object_key
 from reframe.storage.base import ObjectPin
 
@@ -259,7 +259,11 @@ def render_stored_job(
         pinned_input(storage, job) as pin,
         tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp,
     ):
+        # A preview renders only the clip's first seconds (render_options["preview"]).
+        preview_seconds = previews.preview_seconds_of(job.render_options)
         name = output_filename(job.input_file.filename, job.target_fps)
+        if preview_seconds is not None:
+            name = f"{Path(name).stem}-preview{Path(name).suffix}"
         local = Path(tmp) / name
         probe = job.input_probe if job.input_probe is not None else job.input_file.probe
         try:
@@ -279,6 +283,7 @@ def render_stored_job(
                 run_id=f"{job.id}-a{job.attempts}",
                 # The container the upload was probed as: every open of it insists on that.
                 demuxer=(probe or {}).get("container"),
+                max_seconds=preview_seconds,
             )
         except ObjectChanged as exc:
             raise Conflict(INPUT_CHANGED) from exc

@@ -203,6 +203,7 @@ def run_render(
     run_id: str | None = None,
     demuxer: str | None = None,
     input_pin: ObjectPin | None = None,
+    max_seconds: float | None = None,
 ) -> PipelineResult:
     """Render `input_key` (in `storage`) to the local file `output` on the connected Ray cluster.
 
@@ -212,6 +213,8 @@ def run_render(
     `demuxer`: the container format the probe found; every open of the input insists on it.
     `input_pin`: the exact object to render (a job's priced input); every read of the input,
     here and in each actor, gets exactly those bytes or raises ObjectChanged.
+    `max_seconds`: render only the first seconds of output (a preview): round(seconds x
+    target fps) frames, the source's audio cut at the same point; None renders the whole clip.
 
     The pool is elastic: it starts as many actors as chunks and `options.actors` allow and
     keeps at least one, so a render whose GPUs are busy or still being provisioned starts on
@@ -234,7 +237,9 @@ def run_render(
 
     with storage.local_path(input_key, pin=input_pin) as source:
         # The same analysis (cuts, repeats) and timeline as `reframe render` on this file.
-        plan = plan_render(source, target_fps, scenes=options.scenes(), demuxer=demuxer)
+        plan = plan_render(
+            source, target_fps, scenes=options.scenes(), demuxer=demuxer, max_seconds=max_seconds
+        )
         info, timeline = plan.info, plan.timeline
         frame_pts = plan.analysis.pts
         batch_size = options.batch_size or default_batch_size(info.width, info.height)
@@ -324,7 +329,13 @@ def run_render(
 
             ordered = order_results(chunks, results)
             stitch_started = time.perf_counter()
-            _stitch(storage, chunks, ordered, output, timeline.target_fps, source, info)
+            # A preview's audio ends with its picture; a full render keeps all of it.
+            audio_until = (
+                None if max_seconds is None else plan.analysis.times[0] + timeline.duration
+            )
+            _stitch(
+                storage, chunks, ordered, output, timeline.target_fps, source, info, audio_until
+            )
         finally:
             monitor.stop()
             with contextlib.suppress(Exception):
@@ -354,6 +365,7 @@ def _stitch(
     fps: Fraction,
     source: Path,
     info: Any,
+    audio_until: Fraction | None = None,
 ) -> None:
     with contextlib.ExitStack() as stack:
         segments = [
@@ -372,7 +384,12 @@ def _stitch(
         with tempfile.TemporaryDirectory(prefix="reframe-stitch-", dir=output.parent) as tmp:
             partial = Path(tmp) / f"out{output.suffix}"
             stitch_segments(
-                segments, partial, frame_rate=fps, audio_source=audio, audio_demuxer=info.demuxer
+                segments,
+                partial,
+                frame_rate=fps,
+                audio_source=audio,
+                audio_demuxer=info.demuxer,
+                audio_until=audio_until,
             )
             partial.replace(output)
 

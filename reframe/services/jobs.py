@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +22,7 @@ from reframe.db.models import Account, CreditPool, Job, JobStatus, LedgerReason
 from reframe.db.session import lock_account
 from reframe.errors import InsufficientCredits, InvalidInput
 from reframe.logs import job_fields
-from reframe.services import ledger, ownership, pricing, transitions, uploads
+from reframe.services import ledger, ownership, previews, pricing, transitions, uploads
 from reframe.services.ledger import Balance
 from reframe.services.pagination import PageSlice, Window, fetch_page
 from reframe.services.webhooks import ensure_webhook_secret
@@ -95,8 +96,13 @@ def accept(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     webhook_url: str | None = None,
+    preview_seconds: float | None = None,
 ) -> AcceptedJob:
-    """Verify the upload, price the render, take the xeconds and create the job, atomically."""
+    """Verify the upload, price the render, take the xeconds and create the job, atomically.
+
+    `preview_seconds`: render only the first seconds of the clip (reframe.services.previews),
+    watermarked, free within the daily allowance; None renders the whole clip.
+    """
     earlier = _replay(session, account, idempotency_key, request_hash, settings.idempotency_ttl_sec)
     if earlier is not None:
         return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
@@ -112,9 +118,14 @@ def accept(
     # What is charged below is this object and this probe, and the job keeps both: the render
     # reads exactly this object, and nothing done to the upload afterwards reaches the job.
     pin = uploads.input_pin(file)
-    quote = pricing.require_quote(
-        float(probe["duration_sec"]), float(probe["fps"]), target_fps, settings
-    )
+    duration, source_fps = float(probe["duration_sec"]), float(probe["fps"])
+    render_options: dict[str, Any] | None = None
+    if preview_seconds is None:
+        quote = pricing.require_quote(duration, source_fps, target_fps, settings)
+    else:
+        preview_seconds = previews.check_seconds(preview_seconds)
+        quote = previews.quote(preview_seconds, duration, source_fps, target_fps, settings)
+        render_options = {"preview": previews.render_option(preview_seconds)}
     assert quote.charged_xeconds is not None
     assert quote.band
     assert quote.multiplier
@@ -132,7 +143,13 @@ def accept(
             session.rollback()
             return AcceptedJob(earlier, balance, replayed=True)
         before = ledger.balance(session, account.id)
-        pool = choose_pool(before, quote.charged_xeconds)
+        charge = quote.charged_xeconds
+        # Counted under the account lock: two requests for the last free slot cannot both
+        # see it free (the second waits here until the first one's job row is committed).
+        if preview_seconds is not None and previews.free_left_today(session, account.id, settings):
+            charge = 0
+        # A free preview takes nothing from either pool; FREE marks it as unpaid, watermarked.
+        pool = choose_pool(before, charge) if charge else CreditPool.FREE
         job = Job(
             account_id=account.id,
             project_id=project.id,
@@ -149,9 +166,11 @@ def accept(
             duration_sec=float(probe["duration_sec"]),
             band=quote.band,
             multiplier=quote.multiplier,
-            charged_xeconds=quote.charged_xeconds,
+            charged_xeconds=charge,
             payment_kind=pool,
-            watermarked=pool is CreditPool.FREE,
+            # A preview is always watermarked: it shows the look, it is not a deliverable.
+            watermarked=pool is CreditPool.FREE or preview_seconds is not None,
+            render_options=render_options,
             refunded_xeconds=0,
             idempotency_key=idempotency_key,
             idempotency_hash=request_hash if idempotency_key else None,
@@ -163,15 +182,17 @@ def accept(
             ensure_webhook_secret(session, account)
         session.flush()
         transitions.record(session, job, JobStatus.QUEUED, message="accepted", webhook=False)
-        ledger.append(
-            session,
-            account.id,
-            pool=pool,
-            delta=-quote.charged_xeconds,
-            reason=LedgerReason.JOB_CHARGE,
-            job_id=job.id,
-            note=f"{quote.band} x{quote.multiplier}, {target_fps} fps",
-        )
+        if charge:
+            what = f"preview of {preview_seconds:g}s, " if preview_seconds is not None else ""
+            ledger.append(
+                session,
+                account.id,
+                pool=pool,
+                delta=-charge,
+                reason=LedgerReason.JOB_CHARGE,
+                job_id=job.id,
+                note=f"{what}{quote.band} x{quote.multiplier}, {target_fps} fps",
+            )
         after = ledger.balance(session, account.id)
         session.commit()
     except IntegrityError as exc:

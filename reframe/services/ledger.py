@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from reframe.db.models import CreditPool, Job, JobStatus, LedgerEntry, LedgerReason
 from reframe.errors import InvalidInput
+from reframe.services import previews
 from reframe.services.pagination import PageSlice, Window, fetch_page
 
 
@@ -131,6 +132,9 @@ def _describe(kind: LedgerKind, entry: LedgerEntry, job: Job | None) -> str:
     # Built from the entry's kind and its job, never from `note`: notes are written by
     # operators and by failure handling for the operator's eyes.
     render = f"render at {job.target_fps} fps ({job.band}, x{job.multiplier})" if job else "render"
+    seconds = previews.preview_seconds_of(job.render_options) if job else None
+    if seconds is not None:
+        render = f"preview of {seconds:g} s, {render}"
     if kind is LedgerKind.CHARGE:
         return f"Charge for a {render}"
     if kind is LedgerKind.CANCEL:

@@ -117,11 +117,14 @@ def stitch_segments(
     audio_source: Path | None = None,
     audio_demuxer: str | None = None,
     color: ColorInfo | None = None,
+    audio_until: Fraction | None = None,
 ) -> StitchResult:
     """Write `segments` (in output order) to `dest`, then the first audio stream of
     `audio_source`, if it has one: copied unchanged where `dest`'s container can hold it,
     re-encoded otherwise (PCM from a camera into MP4, say). `audio_demuxer`: the source's
-    probed container format (see `reframe.video.media.open_media`)."""
+    probed container format (see `reframe.video.media.open_media`). `audio_until`: the
+    source time (seconds) where the audio stops, for an output that covers only the start of
+    the source (a preview); None copies all of it."""
     import av
 
     if not segments:
@@ -150,7 +153,8 @@ def stitch_segments(
             written = 0
             for segment, container in zip(segments, inputs, strict=True):
                 written += _copy_segment(container, segment, video_out, template, frame_rate, out)
-            audio.pump(until=None)
+            audio.pump(until=audio_until)
+            audio.stop()
             audio_packets = audio.packets
     finally:
         for container in inputs:
@@ -281,6 +285,11 @@ class AudioCarrier:
                 self._pending = packet
                 return
             self._mux(packet)
+
+    def stop(self) -> None:
+        """End the audio here, flushing a re-encoder: the rest is past the picture's end."""
+        if self._packets is not None:
+            self._finish()
 
     def _mux(self, packet: Any) -> None:
         if self.copied:

@@ -199,3 +199,23 @@ def test_source_span_covers_a_chunk() -> None:
     assert set(span) == needed | set(range(min(needed), max(needed) + 1))
     with pytest.raises(InvalidInput):
         plan.source_span(5, 5)
+
+
+# --- a preview's plan (Timeline.head) ---------------------------------------------------------
+
+
+def test_head_keeps_the_first_round_seconds_x_fps_frames_of_the_full_plan() -> None:
+    full = plan_timeline(cfr_times(Fraction(24), 48), 60)  # 2 s at 24 fps -> 120 frames at 60 fps
+    head = full.head(1.25)
+    assert len(head) == 75  # round(1.25 x 60)
+    assert head.frames == full.frames[:75]  # the same frames as the start of the full render
+    assert head.duration == Fraction(75, 60)
+    assert head.target_fps == full.target_fps
+    assert len(full.head(Fraction(1, 120))) == 1  # half a frame rounds up
+    assert full.head(5) is full  # a clip shorter than the preview is previewed whole
+
+
+def test_head_refuses_a_zero_length_preview() -> None:
+    full = plan_timeline(cfr_times(Fraction(24), 24), 48)
+    with pytest.raises(InvalidInput):
+        full.head(0)

@@ -336,6 +336,9 @@ def test_time_limit_grows_with_the_frame_count(
     assert time_limit_sec(job, 300, 2.0) == 300 + 2.0 * 600  # 10 s at 60 fps
     job.frames_total = 100
     assert time_limit_sec(job, 300, 2.0) == 500
+    job.frames_total = None
+    job.render_options = {"preview": {"seconds": 2.0}}  # only 2 s of it are rendered
+    assert time_limit_sec(job, 300, 2.0) == 300 + 2.0 * 120
 
 
 DISPATCHER_PROCESS = """

@@ -94,6 +94,55 @@ def test_job_renders_into_a_registered_watermarked_output(
     assert key in stored
 
 
+@pytest.mark.weights
+def test_a_preview_renders_only_its_seconds_watermarked(
+    ray_runtime: ModuleType, postgres_db: TestDatabase, job_settings: Settings, tmp_path: Path
+) -> None:
+    import av
+
+    from reframe.video.encode import watermark_box
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=48, width=64, height=48, audio=True)  # 2 s
+    job_id = accept_uploaded_job(
+        postgres_db, job_settings, clip, claim=True, preview_seconds=1.25
+    ).job_id
+
+    code = main(
+        ["--job-id", job_id, "--attempt", "1", "--chunk-frames", "8"], settings=job_settings
+    )
+    assert code == 0
+
+    with postgres_db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status is JobStatus.DONE
+        assert (job.charged_xeconds, job.watermarked) == (0, True)  # a free preview
+        assert job.frames_done == job.frames_total == 60  # round(1.25 s x 48 fps)
+        output = session.get(File, job.output_file_id)
+        assert output is not None
+        assert output.filename == "clip-48fps-preview.mp4"
+        key = output.storage_key
+
+    storage = build_storage(job_settings)
+    with storage.local_path(key) as path, av.open(str(path)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert video.average_rate == 48
+        container.seek(0)
+        audio_end = max(
+            float((p.pts + p.duration) * p.time_base)
+            for p in container.demux(audio)
+            if p.pts is not None
+        )
+    assert len(frames) == 60  # the full render would have 96
+    assert 1.1 < audio_end < 1.4  # the audio stops with the picture, not at the clip's 2 s
+    x0, y0, x1, y1 = watermark_box(64, 48)
+    with av.open(str(clip)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    corner = frames[0][y0:y1, x0:x1].astype(int) - first[y0:y1, x0:x1].astype(int)
+    assert corner.max() > 60
+
+
 def test_an_input_changed_after_pricing_is_not_rendered_and_is_refunded(
     ray_runtime: ModuleType, postgres_db: TestDatabase, job_settings: Settings, tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from reframe.api.deps import (
     request_session,
 )
 from reframe.api.errors import error_responses
-from reframe.api.presenters import job_public
+from reframe.api.presenters import job_created, job_public
 from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
 from reframe.jobs.progress import ProgressStore, overlay_live
@@ -70,8 +70,9 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         webhook_url=body.webhook_url,
+        preview_seconds=body.preview_length(),
     )
-    return JobCreated.model_validate(accepted)
+    return job_created(accepted)
 
 
 @router.get(

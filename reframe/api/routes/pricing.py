@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter
 
 from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
@@ -17,6 +19,7 @@ from reframe.api.schemas import (
     FreeCreditPolicy,
     LimitsOut,
     OptionQuote,
+    PreviewPolicy,
     PricingConfigOut,
     VideoInfo,
     VideoOptionQuote,
@@ -24,7 +27,7 @@ from reframe.api.schemas import (
 from reframe.config import Settings
 from reframe.db.models import CreditPool
 from reframe.errors import InsufficientCredits
-from reframe.services import jobs, ledger, ownership, pricing, uploads
+from reframe.services import jobs, ledger, ownership, previews, pricing, uploads
 from reframe.video import timing
 
 router = APIRouter(prefix="/pricing", tags=["pricing"])
@@ -42,12 +45,22 @@ def _option(q: pricing.Quote) -> OptionQuote:
 
 
 def _quotes(
-    duration_sec: float, source_fps: float, options: list[int], settings: Settings
+    duration_sec: float,
+    source_fps: float,
+    options: list[int],
+    settings: Settings,
+    preview_seconds: float | None = None,
 ) -> list[pricing.Quote]:
+    """Each option's paid price: of the whole clip, or of a preview of its first seconds."""
     over = duration_sec > settings.max_duration_sec
+    priced = (
+        duration_sec
+        if preview_seconds is None
+        else previews.rendered_seconds(preview_seconds, duration_sec)
+    )
     out = []
     for fps in options:
-        q = pricing.quote(duration_sec, source_fps, fps, settings)
+        q = pricing.quote(priced, source_fps, fps, settings)
         if over and q.allowed:
             q = pricing.Quote(
                 target_fps=fps,
@@ -101,6 +114,20 @@ def pricing_config(settings: SettingsDep) -> PricingConfigOut:
                 "xeconds (watermarked output)."
             ),
         ),
+        previews=PreviewPolicy(
+            free_per_day=settings.preview_free_per_day,
+            default_seconds=previews.DEFAULT_SECONDS,
+            max_seconds=previews.MAX_SECONDS,
+            watermarked=True,
+            formula="charged_xeconds = ceil(preview_seconds) x band multiplier",
+            description=(
+                'POST /jobs with "preview": true renders the first preview_seconds '
+                f"(default {previews.DEFAULT_SECONDS:g}, at most {previews.MAX_SECONDS:g}) "
+                "with the same settings, watermarked. The first "
+                f"{settings.preview_free_per_day} previews of each UTC day are free; later "
+                "ones are charged like a render of those seconds and refunded if they fail."
+            ),
+        ),
     )
 
 
@@ -111,12 +138,19 @@ def pricing_config(settings: SettingsDep) -> PricingConfigOut:
     responses=error_responses(400, 500),
 )
 def estimate(body: EstimateIn, settings: SettingsDep) -> EstimateOut:
-    quotes = _quotes(body.duration_sec, body.source_fps, body.options(), settings)
+    seconds = body.preview_seconds
+    quotes = _quotes(body.duration_sec, body.source_fps, body.options(), settings, seconds)
+    covered = (
+        body.duration_sec
+        if seconds is None
+        else previews.rendered_seconds(seconds, body.duration_sec)
+    )
     return EstimateOut(
         duration_sec=body.duration_sec,
-        billable_seconds=pricing.billable_seconds(body.duration_sec),
+        billable_seconds=pricing.billable_seconds(covered),
         source_fps=body.source_fps,
         options=[_option(q) for q in quotes],
+        preview_seconds=seconds,
     )
 
 
@@ -137,10 +171,17 @@ def estimate_video(
     probe = uploads.verify_input(session, storage, settings, file)
     balance = ledger.balance(session, account.id)
     duration, fps = float(probe["duration_sec"]), float(probe["fps"])
+    seconds = body.preview_seconds
+    # What POST /jobs would charge now: a preview is free while today's allowance lasts.
+    free_left = None if seconds is None else previews.free_left_today(session, account.id, settings)
     options = []
-    for q in _quotes(duration, fps, body.target_fps_options, settings):
+    for q in _quotes(duration, fps, body.target_fps_options, settings, seconds):
+        if free_left and q.allowed:
+            q = dataclasses.replace(q, charged_xeconds=0)
         pool: CreditPool | None = None
-        if q.allowed and q.charged_xeconds is not None:
+        if q.allowed and q.charged_xeconds == 0:
+            pool = CreditPool.FREE
+        elif q.allowed and q.charged_xeconds is not None:
             try:
                 pool = jobs.choose_pool(balance, q.charged_xeconds)
             except InsufficientCredits:
@@ -150,7 +191,9 @@ def estimate_video(
                 **_option(q).model_dump(),
                 covered_by_balance=pool is not None,
                 payment_kind=pool,
-                watermarked=None if pool is None else pool is CreditPool.FREE,
+                watermarked=None
+                if pool is None
+                else (pool is CreditPool.FREE or seconds is not None),
             )
         )
     return EstimateVideoOut(
@@ -173,4 +216,6 @@ def estimate_video(
         probe=probe,
         options=options,
         balance=balance_out(balance),
+        preview_seconds=seconds,
+        free_previews_left=free_left,
     )

@@ -242,6 +242,7 @@
     bandLabels: new Map(), // band name -> readable label, from GET /pricing/config
     upload: null, // {key, project_id} of the clip being priced
     hasKey: false,
+    previews: null, // the preview terms of GET /pricing/config
   };
 
   function showBalance(balance) {
@@ -298,6 +299,8 @@
       items.push(`Output ${limits.min_target_fps}–${limits.max_target_fps} fps, and above the clip's own frame rate.`);
     }
     items.push("Free xeconds render with a watermark; paid xeconds render clean. A failed render is refunded automatically.");
+    dashboard.previews = config.previews || null;
+    if (dashboard.previews) items.push(dashboard.previews.description);
     for (const text of items) list.append(el("li", { text }));
     if (limits.max_upload_bytes) setText("limit-size", fmtBytes(limits.max_upload_bytes));
     if (limits.max_duration_sec) setText("limit-duration", `${limits.max_duration_sec} seconds`);
@@ -413,6 +416,7 @@
         showEstimate(estimate);
         showBalance(estimate.balance);
         status.textContent = "Ready to render.";
+        quotePreview(presigned.key).catch(() => {});
         loadProjects().catch(() => {});
       } catch (error) {
         status.textContent = error.message;
@@ -469,32 +473,60 @@
     }
     if (firstAllowed) firstAllowed.checked = true;
     document.getElementById("render-button").disabled = !firstAllowed;
+    // A preview needs an allowed frame rate too; its price is quoted separately (quotePreview).
+    document.getElementById("preview-button").disabled = !firstAllowed;
     document.getElementById("estimate").classList.remove("hidden");
     setText("render-status", firstAllowed ? "" : "None of the frame rates can be rendered for this clip; see the reasons above.");
+  }
+
+  // What a preview of this clip costs now: free while today's free previews last.
+  async function quotePreview(key) {
+    const seconds = (dashboard.previews && dashboard.previews.default_seconds) || 3;
+    const quote = await api("POST", "/pricing/estimate-video", {
+      r2_key: key,
+      target_fps_options: FPS_OPTIONS,
+      preview_seconds: seconds,
+    });
+    const left = quote.free_previews_left;
+    const prices = (quote.options || []).filter((o) => o.allowed).map((o) => `${o.target_fps} fps: ${fmtXeconds(o.charged_xeconds)}`);
+    const price = left > 0 ? `free (${left} free ${left === 1 ? "preview" : "previews"} left today)` : prices.join(", ");
+    document.getElementById("preview-button").textContent = `Preview first ${seconds} s`;
+    setText("preview-hint", `Renders only the first ${seconds} s at the chosen frame rate, always watermarked: ${price}.`);
   }
 
   function initRender() {
     const form = document.getElementById("render-form");
     const button = document.getElementById("render-button");
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
+    const previewButton = document.getElementById("preview-button");
+    async function start(preview) {
       const chosen = form.querySelector('input[name="target_fps"]:checked');
       if (!chosen || !dashboard.upload) return;
       button.disabled = true;
-      setText("render-status", "Starting the render…");
+      previewButton.disabled = true;
+      const what = preview ? "preview" : "render";
+      setText("render-status", `Starting the ${what}…`);
       try {
-        const job = await api("POST", "/jobs", {
+        const body = {
           r2_key: dashboard.upload.key,
           project_id: dashboard.upload.project_id,
           target_fps: Number(chosen.value),
-        });
-        setText("render-status", `Render accepted (${STATUS_TEXT[job.live_status] || job.live_status}), ${job.charged_xeconds} xeconds charged. Opening its project…`);
+        };
+        if (preview) body.preview = true;
+        const job = await api("POST", "/jobs", body);
+        const label = preview ? "Preview" : "Render";
+        setText("render-status", `${label} accepted (${STATUS_TEXT[job.live_status] || job.live_status}), ${job.charged_xeconds} xeconds charged. Opening its project…`);
         window.location.assign(`/studio/projects/${encodeURIComponent(dashboard.upload.project_id)}`);
       } catch (error) {
         setText("render-status", error.message);
         button.disabled = false;
+        previewButton.disabled = false;
       }
+    }
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      start(false);
     });
+    previewButton.addEventListener("click", () => start(true));
   }
 
   function fileLine(file) {
@@ -528,7 +560,7 @@
           el("td", {}, link, el("div", { class: "small muted", text: fmtDate(project.created_at) })),
           el("td", { class: "small" }, ...inputs.map((f) => el("div", { text: fileLine(f) }))),
           el("td", { class: "small" }, ...(outputs.length ? outputs.map((f) => el("div", { text: fileLine(f) })) : ["–"])),
-          el("td", {}, ...(jobs.length ? jobs.map((j) => el("div", {}, statusBadge(j.live_status), ` ${j.target_fps} fps`)) : ["–"])),
+          el("td", {}, ...(jobs.length ? jobs.map((j) => el("div", {}, statusBadge(j.live_status), ` ${j.target_fps} fps${j.preview ? " preview" : ""}`)) : ["–"])),
         ),
       );
     }
@@ -639,7 +671,8 @@
     // Each poll rebuilds the box; a keyboard user on its cancel button must not lose focus.
     const refocus = box.contains(document.activeElement) && document.activeElement.dataset.role === "cancel";
     box.replaceChildren();
-    box.append(el("h3", { id: `job-${id}-title` }, `${job.target_fps} fps render `, statusBadge(status)));
+    const kind = job.preview ? `preview (first ${job.preview_seconds} s)` : "render";
+    box.append(el("h3", { id: `job-${id}-title` }, `${job.target_fps} fps ${kind} `, statusBadge(status)));
     if (!TERMINAL.has(status)) {
       const pct = Math.round((job.progress || 0) * 100);
       const label = el("div", { class: "progress-label" },

@@ -469,6 +469,7 @@ class Core:
         *,
         webhook_url: str | None,
         idempotency_key: str | None,
+        preview: bool | float = False,
     ) -> Flow[m.JobCreated]:
         body: m.JobCreateBody = {
             "r2_key": r2_key,
@@ -477,6 +478,7 @@ class Core:
         }
         if webhook_url is not None:
             body["webhook_url"] = webhook_url
+        add_preview(body, preview)
         # Always sent, so a retry after a lost answer returns the same job and charges once.
         key = idempotency_key or uuid.uuid4().hex
         return (yield from self.call(CREATE_JOB, json=body, headers={"Idempotency-Key": key}))
@@ -521,6 +523,7 @@ class Core:
         on_download: DownloadCallback | None,
         poll_interval: float | None,
         timeout: float | None,
+        preview: bool | float = False,
     ) -> Flow[RenderResult]:
         """presign -> PUT -> estimate-video -> POST /jobs -> poll -> download."""
         if not path.is_file():
@@ -543,15 +546,26 @@ class Core:
             target_fps,
             webhook_url=webhook_url,
             idempotency_key=idempotency_key,
+            preview=preview,
         )
         job = yield from self.wait(
             created.job_id, on_progress=on_progress, poll_interval=poll_interval, timeout=timeout
         )
         if job.output_url is None:
             raise UnexpectedResponse(f"job {job.job_id} is done but has no output_url")
-        dest = output or path.with_name(f"{path.stem}-{target_fps}fps.mp4")
+        tail = "-preview" if preview is not False else ""
+        dest = output or path.with_name(f"{path.stem}-{target_fps}fps{tail}.mp4")
         saved = yield from self.download(job.output_url, dest, on_download)
         return RenderResult(job=job, output=saved, estimate=estimate, upload=upload)
+
+
+def add_preview(body: m.JobCreateBody, preview: bool | float) -> None:
+    """`preview=True`: the server's default length; a number: that many seconds."""
+    if preview is False:
+        return
+    body["preview"] = True
+    if not isinstance(preview, bool):
+        body["preview_seconds"] = float(preview)
 
 
 def _json(reply: Reply) -> object:

@@ -138,17 +138,28 @@ class AsyncReframe:
         return await self._run(self._core.call(c.PRICING_CONFIG))
 
     async def estimate(
-        self, duration_sec: float, source_fps: float, target_fps_options: list[int]
+        self,
+        duration_sec: float,
+        source_fps: float,
+        target_fps_options: list[int],
+        *,
+        preview_seconds: float | None = None,
     ) -> m.Estimate:
         body: m.EstimateBody = {
             "duration_sec": duration_sec,
             "source_fps": source_fps,
             "target_fps_options": target_fps_options,
         }
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return await self._run(self._core.call(c.ESTIMATE, json=body))
 
-    async def estimate_video(self, r2_key: str, target_fps_options: list[int]) -> m.VideoEstimate:
+    async def estimate_video(
+        self, r2_key: str, target_fps_options: list[int], *, preview_seconds: float | None = None
+    ) -> m.VideoEstimate:
         body: m.EstimateVideoBody = {"r2_key": r2_key, "target_fps_options": target_fps_options}
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return await self._run(self._core.call(c.ESTIMATE_VIDEO, json=body))
 
     # -- uploads and jobs -------------------------------------------------------------------
@@ -183,9 +194,15 @@ class AsyncReframe:
         *,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        preview: bool | float = False,
     ) -> m.JobCreated:
         flow = self._core.create_job(
-            r2_key, project_id, target_fps, webhook_url=webhook_url, idempotency_key=idempotency_key
+            r2_key,
+            project_id,
+            target_fps,
+            webhook_url=webhook_url,
+            idempotency_key=idempotency_key,
+            preview=preview,
         )
         return await self._run(flow)
 
@@ -235,6 +252,7 @@ class AsyncReframe:
         on_download: c.DownloadCallback | None = None,
         poll_interval: float | None = None,
         timeout: float | None = None,
+        preview: bool | float = False,
     ) -> c.RenderResult:
         """See `Reframe.render`."""
         flow = self._core.render(
@@ -250,6 +268,7 @@ class AsyncReframe:
             on_download=on_download,
             poll_interval=poll_interval,
             timeout=timeout,
+            preview=preview,
         )
         return await self._run(flow)
 

@@ -107,6 +107,8 @@ def cmd_render(client: Reframe, args: argparse.Namespace, out: Console, err: Con
         def on_estimate(estimate: m.VideoEstimate, quote: m.VideoOptionQuote | None) -> None:
             video = estimate.video
             price = "not allowed" if quote is None or not quote.allowed else _price(quote)
+            if args.preview is not False and quote is not None and quote.allowed:
+                price = "a preview (its price is shown when the job starts)"
             bars.console.print(
                 f"{source.name}: {video.width}x{video.height}, {video.fps:g} fps, "
                 f"{video.duration_sec:.2f} s -> {args.fps} fps: {price}"
@@ -134,6 +136,7 @@ def cmd_render(client: Reframe, args: argparse.Namespace, out: Console, err: Con
             args.fps,
             args.output,
             webhook_url=args.webhook_url,
+            preview=args.preview,
             on_upload=on_upload,
             on_estimate=on_estimate,
             on_progress=on_progress,
@@ -148,7 +151,8 @@ def cmd_render(client: Reframe, args: argparse.Namespace, out: Console, err: Con
         out.print(
             f"saved {result.output}: {job.frames_total} frames at {job.target_fps} fps "
             f"(job {job.job_id}, project {job.project_id}, {job.charged_xeconds} xeconds"
-            f"{', watermarked' if job.watermarked else ''})"
+            f"{', watermarked' if job.watermarked else ''}"
+            f"{f', a {job.preview_seconds:g} s preview' if job.preview_seconds else ''})"
         )
     return 0
 
@@ -365,6 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, required=True, help="output frame rate (24-240)")
     p.add_argument("-o", "--output", help="where to save it (default: <name>-<fps>fps.mp4)")
     p.add_argument("--webhook-url", help="receive signed status-change POSTs here")
+    p.add_argument(
+        "--preview",
+        nargs="?",
+        type=float,
+        const=True,
+        default=False,
+        metavar="SECONDS",
+        help=(
+            "render only the first seconds (default 3, at most 5), watermarked; the first "
+            "previews of each UTC day are free (see `pricing`)"
+        ),
+    )
     p.add_argument("--poll-interval", type=float, default=3.0, help="seconds between polls")
     p.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
 

@@ -148,7 +148,12 @@ class Reframe:
         return self._run(self._core.call(c.PRICING_CONFIG))
 
     def estimate(
-        self, duration_sec: float, source_fps: float, target_fps_options: list[int]
+        self,
+        duration_sec: float,
+        source_fps: float,
+        target_fps_options: list[int],
+        *,
+        preview_seconds: float | None = None,
     ) -> m.Estimate:
         """The price of a clip from its metadata alone (no upload, no key needed)."""
         body: m.EstimateBody = {
@@ -156,11 +161,17 @@ class Reframe:
             "source_fps": source_fps,
             "target_fps_options": target_fps_options,
         }
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return self._run(self._core.call(c.ESTIMATE, json=body))
 
-    def estimate_video(self, r2_key: str, target_fps_options: list[int]) -> m.VideoEstimate:
+    def estimate_video(
+        self, r2_key: str, target_fps_options: list[int], *, preview_seconds: float | None = None
+    ) -> m.VideoEstimate:
         """Probe an uploaded file and price each frame rate against this account's balance."""
         body: m.EstimateVideoBody = {"r2_key": r2_key, "target_fps_options": target_fps_options}
+        if preview_seconds is not None:
+            body["preview_seconds"] = preview_seconds
         return self._run(self._core.call(c.ESTIMATE_VIDEO, json=body))
 
     # -- uploads ----------------------------------------------------------------------------
@@ -198,9 +209,12 @@ class Reframe:
         *,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        preview: bool | float = False,
     ) -> m.JobCreated:
         """Start a render; xeconds are taken now. A generated Idempotency-Key makes the
-        client's own retries safe; pass yours to make your retries safe too."""
+        client's own retries safe; pass yours to make your retries safe too. `preview=True`
+        renders only the first seconds (the server's default length; a number picks it),
+        watermarked, free for the first previews of each UTC day."""
         return self._run(
             self._core.create_job(
                 r2_key,
@@ -208,6 +222,7 @@ class Reframe:
                 target_fps,
                 webhook_url=webhook_url,
                 idempotency_key=idempotency_key,
+                preview=preview,
             )
         )
 
@@ -259,6 +274,7 @@ class Reframe:
         on_download: c.DownloadCallback | None = None,
         poll_interval: float | None = None,
         timeout: float | None = None,
+        preview: bool | float = False,
     ) -> c.RenderResult:
         """Render a local clip at `target_fps` and save it to `output` (default:
         `<name>-<fps>fps.mp4` next to the input): presign -> upload -> estimate -> job ->
@@ -277,6 +293,7 @@ class Reframe:
                 on_download=on_download,
                 poll_interval=poll_interval,
                 timeout=timeout,
+                preview=preview,
             )
         )
 

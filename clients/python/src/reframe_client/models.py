@@ -196,6 +196,17 @@ class FreeCreditPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class PreviewPolicy:
+    SCHEMA: ClassVar[str] = "PreviewPolicy"
+    free_per_day: int  # previews free per account per UTC day
+    default_seconds: float
+    max_seconds: float
+    watermarked: bool
+    formula: str
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
 class PricingConfig:
     SCHEMA: ClassVar[str] = "PricingConfigOut"
     formula: str
@@ -203,6 +214,7 @@ class PricingConfig:
     credit_packs: list[CreditPack]
     limits: Limits
     free_credits: FreeCreditPolicy
+    previews: PreviewPolicy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +235,7 @@ class Estimate:
     billable_seconds: int
     source_fps: float
     options: list[OptionQuote]
+    preview_seconds: float | None = None  # quoted as a preview of this many seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +272,8 @@ class VideoEstimate:
     probe: dict[str, Any]
     options: list[VideoOptionQuote]
     balance: Balance
+    preview_seconds: float | None = None
+    free_previews_left: int | None = None  # today's, when quoted as a preview
 
     def option(self, target_fps: int) -> VideoOptionQuote | None:
         return next((o for o in self.options if o.target_fps == target_fps), None)
@@ -307,6 +322,7 @@ class JobSummary:
     watermarked: bool
     output_file_id: str | None
     created_at: datetime
+    preview: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,6 +390,9 @@ class Job:
     source_variable_frame_rate: bool | None = None
     # What cancelling now would refund; None once the job has ended.
     cancel_refund_xeconds: int | None = None
+    # A preview renders only the first preview_seconds, watermarked.
+    preview: bool = False
+    preview_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,6 +407,8 @@ class JobCreated:
     payment_kind: CreditPool
     watermarked: bool
     balance: Balance
+    preview: bool = False
+    preview_seconds: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -489,11 +510,16 @@ class _EstimateRequired(TypedDict):
 class EstimateBody(_EstimateRequired, total=False):
     target_fps: int | None
     target_fps_options: list[int] | None
+    preview_seconds: float | None
 
 
-class EstimateVideoBody(TypedDict):
+class _EstimateVideoRequired(TypedDict):
     r2_key: str
     target_fps_options: list[int]
+
+
+class EstimateVideoBody(_EstimateVideoRequired, total=False):
+    preview_seconds: float | None
 
 
 class _JobCreateRequired(TypedDict):
@@ -504,6 +530,8 @@ class _JobCreateRequired(TypedDict):
 
 class JobCreateBody(_JobCreateRequired, total=False):
     webhook_url: str | None
+    preview: bool
+    preview_seconds: float | None
 
 
 # --- decoding ---------------------------------------------------------------------------------
