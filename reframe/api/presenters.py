@@ -7,11 +7,13 @@ from reframe.api.schemas import (
     JobEventOut,
     JobPublic,
     JobSummary,
+    OutputPublic,
     ProjectPublic,
     SharedFile,
 )
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
+from reframe.jobs.choices import RenderChoices
 from reframe.jobs.refunds import due_on_cancel
 from reframe.services.projects import file_url
 from reframe.services.sweep import file_expires_at
@@ -67,9 +69,29 @@ def shared_file(file: File, url: str) -> SharedFile:
     )
 
 
+def output_public(job: Job, settings: Settings) -> tuple[OutputPublic, int | None]:
+    """The job's output format (defaults filled in as the render fills them) and its
+    playback rate when it is slow motion."""
+    choices = RenderChoices.from_json(job.render_options)
+    resolved = choices.resolve(
+        job.target_fps, default_codec=settings.render_codec, default_crf=settings.render_crf
+    )
+    fmt = resolved.format
+    out = OutputPublic(
+        container=fmt.container,
+        codec=fmt.codec,
+        quality=resolved.quality,
+        crf=fmt.crf,
+        prores_profile=fmt.prores_profile,
+        audio="copy" if fmt.audio else "none",
+    )
+    return out, choices.playback_fps
+
+
 def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
     output_url = None
     output = job.output_file
+    output_format, playback_fps = output_public(job, settings)
     if job.status is JobStatus.DONE and output is not None and output.status is FileStatus.READY:
         output_url = file_url(storage, settings, output)
     return JobPublic(
@@ -85,6 +107,8 @@ def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
         output_file_id=job.output_file_id,
         output_url=output_url,
         target_fps=job.target_fps,
+        output=output_format,
+        playback_fps=playback_fps,
         source_fps=job.source_fps,
         source_variable_frame_rate=_variable_rate(job.input_file),
         duration_sec=job.duration_sec,

@@ -20,6 +20,7 @@ from reframe.db.base import utcnow
 from reframe.db.models import Account, CreditPool, Job, JobStatus, LedgerReason
 from reframe.db.session import lock_account
 from reframe.errors import InsufficientCredits, InvalidInput
+from reframe.jobs.choices import RenderChoices
 from reframe.logs import job_fields
 from reframe.services import ledger, ownership, pricing, transitions, uploads
 from reframe.services.ledger import Balance
@@ -95,8 +96,15 @@ def accept(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     webhook_url: str | None = None,
+    choices: RenderChoices | None = None,
 ) -> AcceptedJob:
-    """Verify the upload, price the render, take the xeconds and create the job, atomically."""
+    """Verify the upload, price the render, take the xeconds and create the job, atomically.
+
+    `choices` (output format, slow motion) are checked before anything else and kept on the
+    job as given; they do not change the price, which follows target_fps and the source.
+    """
+    choices = choices or RenderChoices()
+    choices.check(target_fps)
     earlier = _replay(session, account, idempotency_key, request_hash, settings.idempotency_ttl_sec)
     if earlier is not None:
         return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
@@ -157,6 +165,7 @@ def accept(
             idempotency_hash=request_hash if idempotency_key else None,
             webhook_url=webhook_url,
             frames_total=None,
+            render_options=choices.to_json() or None,
         )
         session.add(job)
         if webhook_url:

@@ -25,6 +25,7 @@ from reframe.api.presenters import job_public
 from reframe.api.routes.me import balance_out
 from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
+from reframe.jobs.choices import OutputChoice, RenderChoices
 from reframe.jobs.progress import ProgressStore, overlay_live
 from reframe.jobs.refunds import due_on_cancel
 from reframe.services import jobs, ownership
@@ -71,6 +72,7 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         webhook_url=body.webhook_url,
+        choices=render_choices(body),
     )
     job = accepted.job
     return JobCreated(
@@ -84,6 +86,15 @@ def create_job(
         watermarked=job.watermarked,
         balance=balance_out(accepted.balance),
     )
+
+
+def render_choices(body: JobCreate) -> RenderChoices:
+    """The request's output and slow-motion choices, with only the fields the client sent."""
+    output = None
+    if body.output is not None:
+        given = body.output.model_dump(exclude_unset=True)
+        output = OutputChoice(**given)
+    return RenderChoices(output=output, playback_fps=body.playback_fps)
 
 
 @router.get(
