@@ -183,9 +183,17 @@ class AsyncReframe:
         *,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        output: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> m.JobCreated:
         flow = self._core.create_job(
-            r2_key, project_id, target_fps, webhook_url=webhook_url, idempotency_key=idempotency_key
+            r2_key,
+            project_id,
+            target_fps,
+            webhook_url=webhook_url,
+            idempotency_key=idempotency_key,
+            output=output,
+            playback_fps=playback_fps,
         )
         return await self._run(flow)
 
@@ -235,6 +243,8 @@ class AsyncReframe:
         on_download: c.DownloadCallback | None = None,
         poll_interval: float | None = None,
         timeout: float | None = None,
+        output_format: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> c.RenderResult:
         """See `Reframe.render`."""
         flow = self._core.render(
@@ -250,6 +260,8 @@ class AsyncReframe:
             on_download=on_download,
             poll_interval=poll_interval,
             timeout=timeout,
+            output_format=output_format,
+            playback_fps=playback_fps,
         )
         return await self._run(flow)
 

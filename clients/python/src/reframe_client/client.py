@@ -198,9 +198,14 @@ class Reframe:
         *,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        output: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> m.JobCreated:
         """Start a render; xeconds are taken now. A generated Idempotency-Key makes the
-        client's own retries safe; pass yours to make your retries safe too."""
+        client's own retries safe; pass yours to make your retries safe too.
+
+        `output`: container / codec / quality / audio, e.g. ``{"container": "mov", "codec":
+        "prores"}``; `playback_fps`: slow motion (24-60, at most target_fps; no sound)."""
         return self._run(
             self._core.create_job(
                 r2_key,
@@ -208,6 +213,8 @@ class Reframe:
                 target_fps,
                 webhook_url=webhook_url,
                 idempotency_key=idempotency_key,
+                output=output,
+                playback_fps=playback_fps,
             )
         )
 
@@ -259,10 +266,13 @@ class Reframe:
         on_download: c.DownloadCallback | None = None,
         poll_interval: float | None = None,
         timeout: float | None = None,
+        output_format: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> c.RenderResult:
         """Render a local clip at `target_fps` and save it to `output` (default:
-        `<name>-<fps>fps.mp4` next to the input): presign -> upload -> estimate -> job ->
-        poll -> download."""
+        `<name>-<fps>fps.<container>` next to the input): presign -> upload -> estimate ->
+        job -> poll -> download. `output_format` and `playback_fps` are `create_job`'s
+        `output` and `playback_fps`."""
         return self._run(
             self._core.render(
                 Path(path),
@@ -277,6 +287,8 @@ class Reframe:
                 on_download=on_download,
                 poll_interval=poll_interval,
                 timeout=timeout,
+                output_format=output_format,
+                playback_fps=playback_fps,
             )
         )
 
