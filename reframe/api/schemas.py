@@ -566,7 +566,7 @@ class JobCreate(RequestModel):
             "Slow motion: the frames synthesized at target_fps play back at this rate "
             "(24-60, at most target_fps), so 4 s rendered at 240 and played at 30 lasts 32 s. "
             "The price still follows target_fps and the source's length. Slow motion has no "
-            "sound: the source's audio is dropped."
+            "sound: the source's audio is dropped. Equal to target_fps: normal speed, with sound."
         ),
         examples=[30],
     )
