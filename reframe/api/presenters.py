@@ -14,11 +14,13 @@ from reframe.api.schemas import (
     JobCreated,
     JobPublic,
     JobSummary,
+    OutputPublic,
     ProjectPublic,
     SharedFile,
 )
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
+from reframe.jobs.choices import RenderChoices
 from reframe.jobs.refunds import due_on_cancel
 from reframe.services import previews
 from reframe.services.jobs import AcceptedJob
@@ -64,15 +66,37 @@ def job_created(accepted: AcceptedJob) -> JobCreated:
     return JobCreated.model_validate(_With(accepted, **_preview_fields(accepted.job)))
 
 
+def output_public(job: Job, settings: Settings) -> tuple[OutputPublic, int | None]:
+    """The job's output format (defaults filled in as the render fills them) and its
+    playback rate when it is slow motion."""
+    choices = RenderChoices.from_json(job.render_options)
+    resolved = choices.resolve(
+        job.target_fps, default_codec=settings.render_codec, default_crf=settings.render_crf
+    )
+    fmt = resolved.format
+    out = OutputPublic(
+        container=fmt.container,
+        codec=fmt.codec,
+        quality=resolved.quality,
+        crf=fmt.crf,
+        prores_profile=fmt.prores_profile,
+        audio="copy" if fmt.audio else "none",
+    )
+    return out, choices.playback_fps
+
+
 def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
     output_url = None
     output = job.output_file
+    output_format, playback_fps = output_public(job, settings)
     if job.status is JobStatus.DONE and output is not None and output.status is FileStatus.READY:
         output_url = file_url(storage, settings, output)
     return JobPublic.model_validate(
         _With(
             job,
             output_url=output_url,
+            output=output_format,
+            playback_fps=playback_fps,
             # None for probes stored before the flag existed.
             source_variable_frame_rate=(job.input_file.probe or {}).get("variable_frame_rate"),
             cancel_refund_xeconds=due_on_cancel(job),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, AliasPath, BaseModel, ConfigDict, Field, model_validator
 
@@ -13,6 +13,7 @@ from reframe.services.ledger import LedgerKind
 from reframe.services.pagination import PageSlice
 from reframe.services.previews import DEFAULT_SECONDS as PREVIEW_DEFAULT_SECONDS
 from reframe.services.previews import MAX_SECONDS as PREVIEW_MAX_SECONDS
+from reframe.video.formats import Container, OutputCodec, QualityPreset
 
 T = TypeVar("T")
 
@@ -462,6 +463,11 @@ class JobPublic(RowModel):
     output_file_id: str | None
     output_url: str | None = Field(description="Fresh download URL, only when done")
     target_fps: int
+    output: OutputPublic = Field(description="The output file's format, defaults filled in")
+    playback_fps: int | None = Field(
+        default=None,
+        description="Slow motion: the output plays at this rate (null: it plays at target_fps)",
+    )
     source_fps: float = Field(description="Measured from the source's frame timestamps")
     source_variable_frame_rate: bool | None = Field(
         default=None,
@@ -542,11 +548,66 @@ class DownloadOut(BaseModel):
 
 # --- jobs -------------------------------------------------------------------------------------
 
+_QUALITY_DOC = (
+    "A CRF number (1 best and largest .. 51 smallest; h264 and hevc only) or a preset: "
+    "`standard`, `high`, `visually_lossless`. Presets as CRF: h264 23 / 18 / 14, hevc "
+    "28 / 23 / 19; for prores they pick the profile: ProRes 422 / 422 HQ / 4444. "
+    "Default: CRF 18 for h264 (the service's default), `high` otherwise."
+)
+_AUDIO_DOC = (
+    "`copy` (default) keeps the source's sound (re-encoded to AAC only where the container "
+    "cannot hold its codec); `none` drops it. Slow motion (playback_fps below target_fps) "
+    "always drops the sound."
+)
+
+
+class OutputCreate(RequestModel):
+    """The output file: container, codec, quality and sound. Every field is optional."""
+
+    container: Container | None = Field(
+        default=None,
+        description=(
+            "`mp4` (default; `mov` when codec is prores), `mov` or `mkv`. Codecs per "
+            "container: mp4 h264/hevc, mov h264/hevc/prores, mkv h264/hevc"
+        ),
+    )
+    codec: OutputCodec | None = Field(
+        default=None, description="`h264` (default), `hevc`, or `prores` (mov only)"
+    )
+    quality: int | QualityPreset | None = Field(
+        default=None, description=_QUALITY_DOC, examples=["high", 20]
+    )
+    audio: Literal["copy", "none"] = Field(default="copy", description=_AUDIO_DOC)
+
+
+class OutputPublic(BaseModel):
+    """The output a job renders: what was chosen, with the defaults filled in."""
+
+    container: Container
+    codec: OutputCodec
+    quality: int | QualityPreset = Field(description="As chosen: a CRF number or a preset")
+    crf: int | None = Field(description="The encoder's CRF; null for prores")
+    prores_profile: Literal["standard", "hq", "4444"] | None = Field(
+        description="The ProRes profile; null for h264 and hevc"
+    )
+    audio: Literal["copy", "none"] = Field(
+        description="Whether the source's sound is in the output (`none` for slow motion)"
+    )
+
 
 class JobCreate(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"r2_key": _KEY_EXAMPLE, "project_id": "9c1e...", "target_fps": 60}]
+            "examples": [
+                {"r2_key": _KEY_EXAMPLE, "project_id": "9c1e...", "target_fps": 60},
+                {
+                    "r2_key": _KEY_EXAMPLE,
+                    "project_id": "9c1e...",
+                    "target_fps": 240,
+                    "playback_fps": 30,
+                    "output": {"container": "mov", "codec": "prores", "quality": "high"},
+                },
+            ]
         }
     )
 
@@ -591,6 +652,24 @@ class JobCreate(RequestModel):
         if not self.preview:
             return None
         return PREVIEW_DEFAULT_SECONDS if self.preview_seconds is None else self.preview_seconds
+
+    output: OutputCreate | None = Field(
+        default=None,
+        description="Output container, codec, quality and sound; omitted: mp4, h264, CRF 18, "
+        "sound copied",
+    )
+    playback_fps: int | None = Field(
+        default=None,
+        ge=24,
+        le=60,
+        description=(
+            "Slow motion: the frames synthesized at target_fps play back at this rate "
+            "(24-60, at most target_fps), so 4 s rendered at 240 and played at 30 lasts 32 s. "
+            "The price still follows target_fps and the source's length. Slow motion has no "
+            "sound: the source's audio is dropped. Equal to target_fps: normal speed, with sound."
+        ),
+        examples=[30],
+    )
 
 
 class JobCreated(RowModel):

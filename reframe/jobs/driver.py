@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, joinedload, sessionmaker
 from reframe.db import make_engine, make_sessionmaker
 from reframe.db.models import File, FileStatus, Job, JobStatus
 from reframe.errors import Conflict, NotFound, ObjectChanged, ReframeError, RenderError, TooLarge
+from reframe.jobs.choices import RenderChoices
 from reframe.jobs.events import event_bus
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.jobs.progress import progress_store
@@ -235,10 +236,14 @@ def pinned_input(storage: Storage, job: Job) -> Iterator[ObjectPin]:
         storage.delete(pin.key)
 
 
-def output_filename(input_filename: str, target_fps: int, suffix: str = ".mp4") -> str:
-    """`clip.mov` at 60 fps -> `clip-60fps.mp4`."""
+def output_filename(
+    input_filename: str, target_fps: int, suffix: str = ".mp4", playback_fps: int | None = None
+) -> str:
+    """`clip.mov` at 60 fps -> `clip-60fps.mp4`; slow motion, 240 fps played at 30:
+    `clip-240fps-at-30fps.mp4`."""
     stem = Path(input_filename).stem or "video"
-    return f"{stem}-{target_fps}fps{suffix}"
+    slow = f"-at-{playback_fps}fps" if playback_fps and playback_fps != target_fps else ""
+    return f"{stem}-{target_fps}fps{slow}{suffix}"
 
 
 def render_stored_job(
@@ -259,9 +264,15 @@ def render_stored_job(
         pinned_input(storage, job) as pin,
         tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp,
     ):
+        # The customer's output and slow-motion choices; the service's encoder fills the gaps.
+        choices = RenderChoices.from_json(job.render_options)
+        fmt = choices.resolve(
+            job.target_fps, default_codec=options.codec, default_crf=options.crf
+        ).format
+        playback = choices.playback_fps if choices.slow_motion(job.target_fps) else None
+        name = output_filename(job.input_file.filename, job.target_fps, fmt.suffix, playback)
         # A preview renders only the clip's first seconds (render_options["preview"]).
         preview_seconds = previews.preview_seconds_of(job.render_options)
-        name = output_filename(job.input_file.filename, job.target_fps)
         if preview_seconds is not None:
             name = f"{Path(name).stem}-preview{Path(name).suffix}"
         local = Path(tmp) / name
@@ -284,15 +295,19 @@ def render_stored_job(
                 # The container the upload was probed as: every open of it insists on that.
                 demuxer=(probe or {}).get("container"),
                 max_seconds=preview_seconds,
+                output_format=fmt,
+                playback_fps=Fraction(playback) if playback else None,
             )
         except ObjectChanged as exc:
             raise Conflict(INPUT_CHANGED) from exc
         key = new_object_key(f"outputs/{job.account_id}/{job.project_id}", name)
-        storage.upload_file(local, key, "video/mp4")
+        storage.upload_file(local, key, fmt.content_type)
         size = local.stat().st_size
     try:
         with sessions() as session:
-            file = uploads.register_output(session, job, key=key, filename=name, size_bytes=size)
+            file = uploads.register_output(
+                session, job, key=key, filename=name, size_bytes=size, content_type=fmt.content_type
+            )
             file_id = file.id
             session.commit()
     except BaseException:

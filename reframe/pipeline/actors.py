@@ -111,6 +111,8 @@ class RenderSpec:
     batch_size: int
     segment_prefix: str
     segment_suffix: str = ".mp4"
+    # Slow motion: the rate the frames are stamped at (None: the timeline's target rate).
+    playback_fps: Fraction | None = None
     metric_tags: dict[str, str] = field(default_factory=dict)
     demuxer: str | None = None  # the input's probed container format (see video.media)
     progress_hub: Any = None  # reframe.pipeline.progress.ProgressHub handle, or None
@@ -119,6 +121,11 @@ class RenderSpec:
     # How the driver that built the spec logs, with its job and attempt: actors log the same
     # way, so their lines can be followed with the job's (reframe.logs).
     logging: LogSetup = field(default_factory=LogSetup.current)
+
+    @property
+    def output_fps(self) -> Fraction:
+        """The rate the output plays at: the playback rate for slow motion."""
+        return self.playback_fps or self.timeline.target_fps
 
     def segment_key(self, chunk_index: int) -> str:
         return f"{self.segment_prefix}/{chunk_index:05d}{self.segment_suffix}"
@@ -202,7 +209,7 @@ class ChunkRenderer:
         started_at = time.time()  # wall clock, comparable with the driver's
         started = time.perf_counter()
         spec = self.spec
-        fps = spec.timeline.target_fps
+        fps = spec.output_fps
         local = Path(self._workdir.name) / f"{chunk.index:05d}{spec.segment_suffix}"
         frames = render_chunk(
             self._source,

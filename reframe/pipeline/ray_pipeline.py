@@ -10,6 +10,7 @@ arrive in completion order; they are put back in chunk order by their index befo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import time
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from reframe.options import RenderOptions
     from reframe.storage import Storage
     from reframe.storage.base import ObjectPin
+    from reframe.video.encode import EncodeOptions
+    from reframe.video.formats import OutputFormat
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +207,8 @@ def run_render(
     demuxer: str | None = None,
     input_pin: ObjectPin | None = None,
     max_seconds: float | None = None,
+    output_format: OutputFormat | None = None,
+    playback_fps: Fraction | None = None,
 ) -> PipelineResult:
     """Render `input_key` (in `storage`) to the local file `output` on the connected Ray cluster.
 
@@ -220,6 +225,10 @@ def run_render(
     keeps at least one, so a render whose GPUs are busy or still being provisioned starts on
     the first actor it gets. `on_ready` is called once, when the first actor has loaded the
     model; `progress` as frames are written (a few times a second) and as chunks finish.
+
+    `output_format`: the customer's codec, quality and sound (None: `options`' encoder, sound
+    kept); the container is `output`'s extension. `playback_fps`: slow motion, the frames
+    synthesized at `target_fps` are stamped at this rate instead, from 0 and without sound.
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -231,7 +240,9 @@ def run_render(
         raise RenderError("Ray is not initialised; call ray.init() or use pipelines/render.py")
     run_id = run_id or uuid.uuid4().hex
     actors = actor_count(options)
-    encode = options.encode(watermark=watermark)
+    encode = output_encoding(options.encode(watermark=watermark), output_format)
+    keep_audio = output_format is None or output_format.audio
+    slow = playback_fps is not None and playback_fps != target_fps
     started = time.perf_counter()
     started_at = time.time()
 
@@ -259,7 +270,10 @@ def run_render(
             height=info.height,
             color=info.color,
             rotation=info.rotation,
-            start_time=plan.analysis.times[0],
+            # Slow motion starts at 0: there is no sound to stay in step with.
+            start_time=Fraction(0) if slow else plan.analysis.times[0],
+            playback_fps=playback_fps if slow else None,
+            segment_suffix=output_format.segment_suffix if output_format else ".mp4",
             encode=encode,
             engine=engine_options(options),
             batch_size=batch_size,
@@ -334,7 +348,14 @@ def run_render(
                 None if max_seconds is None else plan.analysis.times[0] + timeline.duration
             )
             _stitch(
-                storage, chunks, ordered, output, timeline.target_fps, source, info, audio_until
+                storage,
+                chunks,
+                ordered,
+                output,
+                spec.output_fps,
+                source if keep_audio and not slow else None,
+                info,
+                audio_until,
             )
         finally:
             monitor.stop()
@@ -357,13 +378,25 @@ def run_render(
     )
 
 
+def output_encoding(encode: EncodeOptions, output_format: OutputFormat | None) -> EncodeOptions:
+    """The render's encoder settings with the customer's codec and quality, if they chose."""
+    if output_format is None:
+        return encode
+    return dataclasses.replace(
+        encode,
+        codec=output_format.codec,
+        crf=output_format.crf if output_format.crf is not None else encode.crf,
+        prores_profile=output_format.prores_profile or encode.prores_profile,
+    )
+
+
 def _stitch(
     storage: Storage,
     chunks: list[Chunk],
     results: list[ChunkResult],
     output: Path,
     fps: Fraction,
-    source: Path,
+    source: Path | None,
     info: Any,
     audio_until: Fraction | None = None,
 ) -> None:
@@ -377,7 +410,8 @@ def _stitch(
             for chunk, result in zip(chunks, results, strict=True)
         ]
         output.parent.mkdir(parents=True, exist_ok=True)
-        audio = source if info.audio_codec else None
+        # `source` None: the sound is dropped (asked for, or slow motion).
+        audio = source if source is not None and info.audio_codec else None
         # Each segment's encoder already tagged the stream with the render's colour
         # description (the source's, or RGB/full range for lossless); the stitched stream
         # takes it from the first segment unchanged.

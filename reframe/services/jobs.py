@@ -21,6 +21,7 @@ from reframe.db.base import utcnow
 from reframe.db.models import Account, CreditPool, Job, JobStatus, LedgerReason
 from reframe.db.session import lock_account
 from reframe.errors import InsufficientCredits, InvalidInput
+from reframe.jobs.choices import RenderChoices
 from reframe.logs import job_fields
 from reframe.services import ledger, ownership, previews, pricing, transitions, uploads
 from reframe.services.ledger import Balance
@@ -97,12 +98,17 @@ def accept(
     request_hash: str | None = None,
     webhook_url: str | None = None,
     preview_seconds: float | None = None,
+    choices: RenderChoices | None = None,
 ) -> AcceptedJob:
     """Verify the upload, price the render, take the xeconds and create the job, atomically.
 
     `preview_seconds`: render only the first seconds of the clip (reframe.services.previews),
-    watermarked, free within the daily allowance; None renders the whole clip.
+    watermarked, free within the daily allowance; None renders the whole clip. `choices`
+    (output format, slow motion) are checked before anything else and kept on the job as
+    given; they do not change the price, which follows target_fps and the source.
     """
+    choices = choices or RenderChoices()
+    choices.check(target_fps)
     earlier = _replay(session, account, idempotency_key, request_hash, settings.idempotency_ttl_sec)
     if earlier is not None:
         return AcceptedJob(earlier, ledger.balance(session, account.id), replayed=True)
@@ -119,13 +125,15 @@ def accept(
     # reads exactly this object, and nothing done to the upload afterwards reaches the job.
     pin = uploads.input_pin(file)
     duration, source_fps = float(probe["duration_sec"]), float(probe["fps"])
-    render_options: dict[str, Any] | None = None
+    # The customer's choices beyond target_fps, as the driver reads them (jobs.choices and
+    # services.previews each own their keys).
+    render_options: dict[str, Any] = dict(choices.to_json() or {})
     if preview_seconds is None:
         quote = pricing.require_quote(duration, source_fps, target_fps, settings)
     else:
         preview_seconds = previews.check_seconds(preview_seconds)
         quote = previews.quote(preview_seconds, duration, source_fps, target_fps, settings)
-        render_options = {"preview": previews.render_option(preview_seconds)}
+        render_options["preview"] = previews.render_option(preview_seconds)
     assert quote.charged_xeconds is not None
     assert quote.band
     assert quote.multiplier
@@ -170,7 +178,7 @@ def accept(
             payment_kind=pool,
             # A preview is always watermarked: it shows the look, it is not a deliverable.
             watermarked=pool is CreditPool.FREE or preview_seconds is not None,
-            render_options=render_options,
+            render_options=render_options or None,
             refunded_xeconds=0,
             idempotency_key=idempotency_key,
             idempotency_hash=request_hash if idempotency_key else None,

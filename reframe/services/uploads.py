@@ -170,7 +170,13 @@ def add_file(
 
 
 def register_output(
-    session: Session, job: Job, *, key: str, filename: str, size_bytes: int
+    session: Session,
+    job: Job,
+    *,
+    key: str,
+    filename: str,
+    size_bytes: int,
+    content_type: str = "video/mp4",
 ) -> File:
     """The project's output-file row for a stored render, `pending`: it becomes ready (listed,
     downloadable, shared) only in the transaction that marks its job done
@@ -183,7 +189,7 @@ def register_output(
         status=FileStatus.PENDING,
         key=key,
         filename=filename,
-        content_type="video/mp4",
+        content_type=content_type,
         size_bytes=size_bytes,
     )
 

@@ -1,4 +1,4 @@
-"""Encoding with PyAV: RGB frames in, H.264/HEVC out, source audio carried along.
+"""Encoding with PyAV: RGB frames in, H.264/HEVC/ProRes out, source audio carried along.
 
 `VideoWriter` takes frames one at a time (memory stays flat), stamps them with exact pts
 (frame k at ``start_time + k / fps``), flushes the encoder on close, and interleaves the
@@ -13,6 +13,8 @@ Choices worth knowing:
   measurement compares: H.264 uses `libx264rgb` (4:4:4 RGB, qp 0), HEVC uses `libx265` with
   ``lossless=1`` on planar GBR. A YUV 4:2:0 "lossless" stream would still lose the chroma the
   RGB -> YUV conversion throws away. These files are for measurement; many players reject them.
+* ProRes (`prores_ks`) is 10-bit 4:2:2 (profiles `standard`, `hq`) or 4:4:4 (`4444`); the
+  CRF does not apply to it, the profile sets its quality (see reframe.video.formats).
 * 4:2:0 needs even dimensions and this x264 build cannot signal a crop, so an odd width or
   height is padded by one replicated edge column/row (output at most 1 px larger). Lossless
   RGB output keeps the exact size.
@@ -38,30 +40,49 @@ import numpy as np
 
 from reframe.errors import InvalidInput, RenderError
 from reframe.video.decode import MATRIX_RGB, RANGE_FULL, ColorInfo, ContentLight, MasteringDisplay
+from reframe.video.formats import ProresProfile
 from reframe.video.mux import AudioCarrier, container_format
 
-Codec = Literal["h264", "hevc"]
+Codec = Literal["h264", "hevc", "prores"]
+
+# prores_ks's profile numbers and the pixel format each one takes.
+_PRORES = {"standard": (2, "yuv422p10le"), "hq": (3, "yuv422p10le"), "4444": (4, "yuv444p10le")}
 
 
 @dataclass(frozen=True, slots=True)
 class EncodeOptions:
-    """How to encode. `crf` 0 is lossless RGB (see the module notes); 18 looks transparent."""
+    """How to encode. `crf` 0 is lossless RGB (see the module notes); 18 looks transparent.
+    ProRes ignores `crf` and `preset`: `prores_profile` sets its quality."""
 
     codec: Codec = "h264"
     crf: int = 18
     preset: str = "medium"
     watermark: bool = False
     threads: int = 0  # 0: the encoder decides
+    prores_profile: ProresProfile = "hq"
 
     def __post_init__(self) -> None:
-        if self.codec not in ("h264", "hevc"):
-            raise InvalidInput(f"codec must be h264 or hevc, got {self.codec!r}")
+        if self.codec not in ("h264", "hevc", "prores"):
+            raise InvalidInput(f"codec must be h264, hevc or prores, got {self.codec!r}")
         if not 0 <= self.crf <= 51:
             raise InvalidInput(f"crf must be between 0 (lossless) and 51, got {self.crf}")
+        if self.prores_profile not in _PRORES:
+            raise InvalidInput(
+                f"prores_profile must be one of {', '.join(_PRORES)}, got {self.prores_profile!r}"
+            )
 
     @property
     def lossless(self) -> bool:
-        return self.crf == 0
+        return self.crf == 0 and self.codec != "prores"
+
+    @property
+    def pix_fmt(self) -> str:
+        """The encoded pixel format."""
+        if self.codec == "prores":
+            return _PRORES[self.prores_profile][1]
+        if self.lossless:
+            return "rgb24" if self.codec == "h264" else "gbrp"
+        return "yuv420p"
 
 
 # --- bit depth and HDR ------------------------------------------------------------------
@@ -76,7 +97,8 @@ def output_bit_depth(color: ColorInfo) -> int:
 
 
 def output_codec(options: EncodeOptions, color: ColorInfo) -> tuple[str, str]:
-    """(encoder, pixel format) for a source deeper than 8 bits: always 10-bit libx265.
+    """(encoder, pixel format) for a source deeper than 8 bits asked for h264 or hevc: always
+    10-bit libx265 (ProRes, 10-bit itself, takes the deep frames as it is).
 
     A >8-bit source asked to become H.264 still gets HEVC: 10-bit H.264 (High 10) is not
     decoded by browsers or phone hardware, and 8 bits would band a PQ or HLG picture.
@@ -239,21 +261,25 @@ class VideoWriter:
         return self.width + self.width % 2, self.height + self.height % 2
 
     def _add_video_stream(self, rotation: int) -> Any:
-        if self.deep:
+        # ProRes is 10-bit (or 12-bit 4444) already: a deep source keeps its depth through
+        # the ordinary ProRes path, fed from 16-bit frames (`_deep_frame`).
+        if self.deep and self.options.codec != "prores":
             return self._add_deep_video_stream(rotation)
         opts = self.options
-        if opts.lossless:
+        if opts.codec == "prores":
+            name = "prores_ks"
+        elif opts.lossless:
             name = "libx264rgb" if opts.codec == "h264" else "libx265"
-            pix_fmt = "rgb24" if opts.codec == "h264" else "gbrp"
         else:
             name = "libx264" if opts.codec == "h264" else "libx265"
-            pix_fmt = "yuv420p"
         stream = self._container.add_stream(name, rate=self.fps)
         width, height = self.coded_size
         stream.width, stream.height = width, height
-        stream.pix_fmt = pix_fmt
+        stream.pix_fmt = opts.pix_fmt
         codec_opts: dict[str, str] = {"preset": opts.preset}
-        if opts.codec == "h264":
+        if opts.codec == "prores":
+            codec_opts = {"profile": str(_PRORES[opts.prores_profile][0])}
+        elif opts.codec == "h264":
             codec_opts["crf"] = str(opts.crf)
         else:
             x265 = ["log-level=error"]
@@ -301,6 +327,12 @@ class VideoWriter:
         import av
 
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le")
+        if self.options.codec == "prores":
+            return frame.reformat(
+                format=self.options.pix_fmt,
+                dst_colorspace=self.color.conversion_matrix(self.height),
+                dst_color_range=self.color.conversion_range(),
+            )
         if self.options.lossless:
             return frame.reformat(format=DEEP_LOSSLESS_PIX_FMT)
         return frame.reformat(
@@ -341,7 +373,7 @@ class VideoWriter:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if not self.options.lossless:
             frame = frame.reformat(
-                format="yuv420p",
+                format=self.options.pix_fmt,
                 dst_colorspace=self.color.conversion_matrix(self.height),
                 dst_color_range=self.color.conversion_range(),
             )

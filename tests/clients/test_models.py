@@ -29,6 +29,7 @@ REQUEST_BODIES: dict[str, type] = {
     "EstimateIn": m.EstimateBody,
     "EstimateVideoIn": m.EstimateVideoBody,
     "JobCreate": m.JobCreateBody,
+    "OutputCreate": m.OutputBody,
 }
 # Served by the app but not part of the customer's API: storage URLs come signed inside other
 # answers (upload_url, output_url) and are used as they are; /healthz is for load balancers.
@@ -70,8 +71,8 @@ def schema_type(prop: dict[str, Any], schemas: dict[str, Any]) -> str:
     if "anyOf" in prop:
         arms = [a for a in prop["anyOf"] if a.get("type") != "null"]
         nullable = len(arms) < len(prop["anyOf"])
-        assert len(arms) == 1, f"a union the client cannot model: {prop}"
-        inner = schema_type(arms[0], schemas)
+        # Several arms (a CRF number or a preset name) in a canonical order.
+        inner = " | ".join(sorted(schema_type(a, schemas) for a in arms))
         return f"{inner} | None" if nullable else inner
     kind = prop.get("type")
     if kind == "string":
@@ -92,8 +93,8 @@ def hint_type(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         arms = [a for a in typing.get_args(tp) if a is not type(None)]
-        assert len(arms) == 1, tp
-        return f"{hint_type(arms[0])} | None"
+        inner = " | ".join(sorted(hint_type(a) for a in arms))
+        return f"{inner} | None" if len(arms) < len(typing.get_args(tp)) else inner
     if origin is list:
         return f"list[{hint_type(typing.get_args(tp)[0])}]"
     if origin is dict:
@@ -104,6 +105,8 @@ def hint_type(tp: Any) -> str:
         return f"enum {tp.__name__}"
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return f"model {tp.SCHEMA}"  # type: ignore[attr-defined]
+    if typing.is_typeddict(tp):  # a request body nested in another (JobCreate's output)
+        return f"model {next(n for n, td in REQUEST_BODIES.items() if td is tp)}"
     names = {str: "str", int: "int", float: "float", bool: "bool", datetime: "datetime"}
     return names[tp]
 

@@ -24,6 +24,7 @@ from reframe.api.errors import error_responses
 from reframe.api.presenters import job_created, job_public
 from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
 from reframe.db.models import Job
+from reframe.jobs.choices import OutputChoice, RenderChoices
 from reframe.jobs.progress import ProgressStore, overlay_live
 from reframe.jobs.refunds import due_on_cancel
 from reframe.services import jobs, ownership
@@ -71,8 +72,18 @@ def create_job(
         request_hash=request_hash,
         webhook_url=body.webhook_url,
         preview_seconds=body.preview_length(),
+        choices=render_choices(body),
     )
     return job_created(accepted)
+
+
+def render_choices(body: JobCreate) -> RenderChoices:
+    """The request's output and slow-motion choices, with only the fields the client sent."""
+    output = None
+    if body.output is not None:
+        given = body.output.model_dump(exclude_unset=True)
+        output = OutputChoice(**given)
+    return RenderChoices(output=output, playback_fps=body.playback_fps)
 
 
 @router.get(

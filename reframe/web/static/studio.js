@@ -494,10 +494,36 @@
     setText("preview-hint", `Renders only the first ${seconds} s at the chosen frame rate, always watermarked: ${price}.`);
   }
 
+  // The output choices of the render form as POST /jobs takes them; the server checks them
+  // again and answers a 400 that names what is allowed.
+  function outputChoices() {
+    const output = {
+      container: document.getElementById("output-container").value,
+      codec: document.getElementById("output-codec").value,
+      quality: document.getElementById("output-quality").value,
+    };
+    if (!document.getElementById("output-audio").checked) output.audio = "none";
+    const playback = document.getElementById("playback-fps").value;
+    return { output, playback_fps: playback ? Number(playback) : null };
+  }
+
+  function initOutputChoices() {
+    const container = document.getElementById("output-container");
+    const codec = document.getElementById("output-codec");
+    const prores = codec.querySelector('option[value="prores"]');
+    const sync = () => {
+      prores.disabled = container.value !== "mov";
+      if (prores.disabled && codec.value === "prores") codec.value = "h264";
+    };
+    container.addEventListener("change", sync);
+    sync();
+  }
+
   function initRender() {
     const form = document.getElementById("render-form");
     const button = document.getElementById("render-button");
     const previewButton = document.getElementById("preview-button");
+    initOutputChoices();
     async function start(preview) {
       const chosen = form.querySelector('input[name="target_fps"]:checked');
       if (!chosen || !dashboard.upload) return;
@@ -506,11 +532,14 @@
       const what = preview ? "preview" : "render";
       setText("render-status", `Starting the ${what}…`);
       try {
+        const { output, playback_fps } = outputChoices();
         const body = {
           r2_key: dashboard.upload.key,
           project_id: dashboard.upload.project_id,
           target_fps: Number(chosen.value),
+          output,
         };
+        if (playback_fps) body.playback_fps = playback_fps;
         if (preview) body.preview = true;
         const job = await api("POST", "/jobs", body);
         const label = preview ? "Preview" : "Render";
@@ -641,10 +670,19 @@
 
   const projectState = { id: null, project: null, timers: new Map(), players: new Set() };
 
+  function outputText(output) {
+    if (!output) return "–";
+    const quality = output.prores_profile ? `ProRes ${output.prores_profile}` : `CRF ${output.crf}`;
+    const sound = output.audio === "none" ? "no sound" : "sound kept";
+    return `${output.container.toUpperCase()}, ${output.codec}, ${quality}, ${sound}`;
+  }
+
   function jobDetails(job) {
     const rows = [
       ["Target", fmtFps(job.target_fps)],
       ["Source", fmtFps(job.source_fps)],
+      ["Output", outputText(job.output)],
+      ["Playback", job.playback_fps ? `${fmtFps(job.playback_fps)} (slow motion, no sound)` : "at the target rate"],
       ["Duration", fmtSeconds(job.duration_sec)],
       ["Charged", `${fmtXeconds(job.charged_xeconds)} (${job.payment_kind || "–"})`],
       ["Watermarked", job.watermarked ? "yes (paid from free xeconds)" : "no"],

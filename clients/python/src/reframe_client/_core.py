@@ -470,6 +470,8 @@ class Core:
         webhook_url: str | None,
         idempotency_key: str | None,
         preview: bool | float = False,
+        output: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> Flow[m.JobCreated]:
         body: m.JobCreateBody = {
             "r2_key": r2_key,
@@ -479,6 +481,10 @@ class Core:
         if webhook_url is not None:
             body["webhook_url"] = webhook_url
         add_preview(body, preview)
+        if output:
+            body["output"] = output
+        if playback_fps is not None:
+            body["playback_fps"] = playback_fps
         # Always sent, so a retry after a lost answer returns the same job and charges once.
         key = idempotency_key or uuid.uuid4().hex
         return (yield from self.call(CREATE_JOB, json=body, headers={"Idempotency-Key": key}))
@@ -524,6 +530,8 @@ class Core:
         poll_interval: float | None,
         timeout: float | None,
         preview: bool | float = False,
+        output_format: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> Flow[RenderResult]:
         """presign -> PUT -> estimate-video -> POST /jobs -> poll -> download."""
         if not path.is_file():
@@ -547,14 +555,15 @@ class Core:
             webhook_url=webhook_url,
             idempotency_key=idempotency_key,
             preview=preview,
+            output=output_format,
+            playback_fps=playback_fps,
         )
         job = yield from self.wait(
             created.job_id, on_progress=on_progress, poll_interval=poll_interval, timeout=timeout
         )
         if job.output_url is None:
             raise UnexpectedResponse(f"job {job.job_id} is done but has no output_url")
-        tail = "-preview" if preview is not False else ""
-        dest = output or path.with_name(f"{path.stem}-{target_fps}fps{tail}.mp4")
+        dest = output or path.with_name(default_output_name(path, job))
         saved = yield from self.download(job.output_url, dest, on_download)
         return RenderResult(job=job, output=saved, estimate=estimate, upload=upload)
 
@@ -566,6 +575,14 @@ def add_preview(body: m.JobCreateBody, preview: bool | float) -> None:
     body["preview"] = True
     if not isinstance(preview, bool):
         body["preview_seconds"] = float(preview)
+
+
+def default_output_name(path: Path, job: m.Job) -> str:
+    """`clip-60fps.mp4` next to `clip.mov`; the job's container, `-at-30fps` for slow motion,
+    `-preview` for a preview (the names the server gives its downloads)."""
+    slow = f"-at-{job.playback_fps}fps" if job.playback_fps else ""
+    tail = "-preview" if job.preview else ""
+    return f"{path.stem}-{job.target_fps}fps{slow}{tail}.{job.output.container}"
 
 
 def _json(reply: Reply) -> object:

@@ -195,6 +195,8 @@ class AsyncReframe:
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
         preview: bool | float = False,
+        output: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> m.JobCreated:
         flow = self._core.create_job(
             r2_key,
@@ -203,6 +205,8 @@ class AsyncReframe:
             webhook_url=webhook_url,
             idempotency_key=idempotency_key,
             preview=preview,
+            output=output,
+            playback_fps=playback_fps,
         )
         return await self._run(flow)
 
@@ -253,6 +257,8 @@ class AsyncReframe:
         poll_interval: float | None = None,
         timeout: float | None = None,
         preview: bool | float = False,
+        output_format: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> c.RenderResult:
         """See `Reframe.render`."""
         flow = self._core.render(
@@ -269,6 +275,8 @@ class AsyncReframe:
             poll_interval=poll_interval,
             timeout=timeout,
             preview=preview,
+            output_format=output_format,
+            playback_fps=playback_fps,
         )
         return await self._run(flow)
 

@@ -137,6 +137,8 @@ def cmd_render(client: Reframe, args: argparse.Namespace, out: Console, err: Con
             args.output,
             webhook_url=args.webhook_url,
             preview=args.preview,
+            output_format=output_choices(args),
+            playback_fps=args.playback_fps,
             on_upload=on_upload,
             on_estimate=on_estimate,
             on_progress=on_progress,
@@ -155,6 +157,21 @@ def cmd_render(client: Reframe, args: argparse.Namespace, out: Console, err: Con
             f"{f', a {job.preview_seconds:g} s preview' if job.preview_seconds else ''})"
         )
     return 0
+
+
+def output_choices(args: argparse.Namespace) -> m.OutputBody | None:
+    """`--container`, `--codec`, `--quality`, `--no-audio` as the job's `output` (None: all
+    the server's defaults)."""
+    chosen: m.OutputBody = {}
+    if args.container:
+        chosen["container"] = args.container
+    if args.codec:
+        chosen["codec"] = args.codec
+    if args.quality is not None:
+        chosen["quality"] = int(args.quality) if args.quality.isdigit() else args.quality
+    if args.no_audio:
+        chosen["audio"] = "none"
+    return chosen or None
 
 
 def _price(quote: m.VideoOptionQuote | m.OptionQuote) -> str:
@@ -260,7 +277,7 @@ def cmd_download(client: Reframe, args: argparse.Namespace, out: Console, err: C
     if job.output_url is None:
         err.print(f"job {job.job_id} is {job.live_status.value}; only a done job has an output")
         return 1
-    dest = Path(args.output or f"{job.job_id}.mp4")
+    dest = Path(args.output or f"{job.job_id}.{job.output.container}")
     with _progress(err) as bars:
         task = bars.add_task("download", total=None, kind="bytes")
         saved = client.download(
@@ -367,7 +384,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("render", cmd_render, "upload a clip, render it at --fps and download the result")
     p.add_argument("input", help="the video file to render")
     p.add_argument("--fps", type=int, required=True, help="output frame rate (24-240)")
-    p.add_argument("-o", "--output", help="where to save it (default: <name>-<fps>fps.mp4)")
+    p.add_argument("-o", "--output", help="where to save it (default: <name>-<fps>fps.<container>)")
+    p.add_argument(
+        "--container", choices=["mp4", "mov", "mkv"], help="output container (default: mp4)"
+    )
+    p.add_argument(
+        "--codec", choices=["h264", "hevc", "prores"], help="video codec (prores: mov only)"
+    )
+    p.add_argument(
+        "--quality",
+        help="a CRF number (1-51, lower is better) or standard, high, visually_lossless",
+    )
+    p.add_argument("--no-audio", action="store_true", help="leave the source's sound out")
+    p.add_argument(
+        "--playback-fps",
+        type=int,
+        help="slow motion: play the frames rendered at --fps at this rate (24-60; no sound)",
+    )
     p.add_argument("--webhook-url", help="receive signed status-change POSTs here")
     p.add_argument(
         "--preview",
@@ -398,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("download", cmd_download, "download a done job's output")
     p.add_argument("job_id")
-    p.add_argument("-o", "--output", help="where to save it (default: <job_id>.mp4)")
+    p.add_argument("-o", "--output", help="where to save it (default: <job_id>.<container>)")
 
     p = command("share", cmd_share, "create (or --revoke) a project's public review link")
     target = p.add_mutually_exclusive_group(required=True)

@@ -210,11 +210,16 @@ class Reframe:
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
         preview: bool | float = False,
+        output: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> m.JobCreated:
         """Start a render; xeconds are taken now. A generated Idempotency-Key makes the
-        client's own retries safe; pass yours to make your retries safe too. `preview=True`
-        renders only the first seconds (the server's default length; a number picks it),
-        watermarked, free for the first previews of each UTC day."""
+        client's own retries safe; pass yours to make your retries safe too.
+
+        `preview=True` renders only the first seconds (the server's default length; a number
+        picks it), watermarked, free for the first previews of each UTC day. `output`:
+        container / codec / quality / audio, e.g. ``{"container": "mov", "codec": "prores"}``;
+        `playback_fps`: slow motion (24-60, at most target_fps; no sound)."""
         return self._run(
             self._core.create_job(
                 r2_key,
@@ -223,6 +228,8 @@ class Reframe:
                 webhook_url=webhook_url,
                 idempotency_key=idempotency_key,
                 preview=preview,
+                output=output,
+                playback_fps=playback_fps,
             )
         )
 
@@ -275,10 +282,13 @@ class Reframe:
         poll_interval: float | None = None,
         timeout: float | None = None,
         preview: bool | float = False,
+        output_format: m.OutputBody | None = None,
+        playback_fps: int | None = None,
     ) -> c.RenderResult:
         """Render a local clip at `target_fps` and save it to `output` (default:
-        `<name>-<fps>fps.mp4` next to the input): presign -> upload -> estimate -> job ->
-        poll -> download."""
+        `<name>-<fps>fps.<container>` next to the input): presign -> upload -> estimate ->
+        job -> poll -> download. `output_format` and `playback_fps` are `create_job`'s
+        `output` and `playback_fps`."""
         return self._run(
             self._core.render(
                 Path(path),
@@ -294,6 +304,8 @@ class Reframe:
                 poll_interval=poll_interval,
                 timeout=timeout,
                 preview=preview,
+                output_format=output_format,
+                playback_fps=playback_fps,
             )
         )
 

@@ -45,6 +45,8 @@ __all__ = [
     "Me",
     "NewApiKey",
     "OptionQuote",
+    "OutputBody",
+    "OutputInfo",
     "PresignBody",
     "PresignedUpload",
     "PricingConfig",
@@ -387,12 +389,30 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     events: list[JobEvent]
+    output: OutputInfo  # the output file's format, the server's defaults filled in
     source_variable_frame_rate: bool | None = None
+    # Slow motion: the output plays at this rate; None when it plays at target_fps.
+    playback_fps: int | None = None
     # What cancelling now would refund; None once the job has ended.
     cancel_refund_xeconds: int | None = None
     # A preview renders only the first preview_seconds, watermarked.
     preview: bool = False
     preview_seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputInfo:
+    """The output a job renders: container (mp4, mov, mkv), codec (h264, hevc, prores), the
+    quality as chosen (a CRF number or a preset name), the encoder's CRF or ProRes profile,
+    and audio (copy or none)."""
+
+    SCHEMA: ClassVar[str] = "OutputPublic"
+    container: str
+    codec: str
+    quality: int | str
+    crf: int | None
+    prores_profile: str | None
+    audio: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -528,10 +548,21 @@ class _JobCreateRequired(TypedDict):
     target_fps: int
 
 
+class OutputBody(TypedDict, total=False):
+    """`output` of POST /jobs; every key optional (mp4, h264, CRF 18, audio copied)."""
+
+    container: str | None
+    codec: str | None
+    quality: int | str | None  # a CRF number, or standard / high / visually_lossless
+    audio: str  # copy or none
+
+
 class JobCreateBody(_JobCreateRequired, total=False):
     webhook_url: str | None
     preview: bool
     preview_seconds: float | None
+    output: OutputBody | None
+    playback_fps: int | None
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -556,7 +587,15 @@ def _convert(tp: Any, value: object, where: str) -> object:
             if len(arms) == len(typing.get_args(tp)):
                 raise ModelError(f"{where}: null is not allowed")
             return None
-        return _convert(arms[0], value, where)
+        if len(arms) == 1:
+            return _convert(arms[0], value, where)
+        # Several arms (`int | str`): the first that fits the value.
+        for arm in arms:
+            try:
+                return _convert(arm, value, where)
+            except ModelError:
+                continue
+        raise ModelError(f"{where}: {value!r} fits none of {tp}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
