@@ -82,12 +82,20 @@ def project_deleted(project_id: str) -> NotFound:
     )
 
 
-def ensure_live_project(session: Session, project_id: str) -> None:
-    """Lock the project row (PostgreSQL; SQLite's write lock does the same) and refuse one
-    that was deleted: what its caller is about to attach would outlive the deletion."""
-    deleted_at = session.execute(
-        select(Project.deleted_at).where(Project.id == project_id).with_for_update()
-    ).scalar_one_or_none()
+def ensure_live_project(session: Session, account_id: str, project_id: str) -> None:
+    """Refuse a project that was deleted: what the caller is about to attach in this
+    transaction would outlive the deletion.
+
+    A share lock on the account row (PostgreSQL; SQLite's write lock does the same) waits for a
+    deletion that is marking the project (it holds that row's update lock) and keeps the next
+    one from marking it until this transaction ends. The account row, not the project's: the
+    insert that follows takes key-share locks on both rows, and a lock on the project taken
+    before the account's would deadlock against a spender holding the account's lock.
+    """
+    session.execute(
+        select(Account.id).where(Account.id == account_id).with_for_update(read=True)
+    )
+    deleted_at = session.scalar(select(Project.deleted_at).where(Project.id == project_id))
     if deleted_at is not None:
         raise project_deleted(project_id)
 
@@ -111,7 +119,8 @@ def delete_project(
     _fresh_transaction(session)
     try:
         lock_account(session, account_id)
-        project = session.get(Project, project_id, populate_existing=True, with_for_update=True)
+        # The account's lock serializes this with jobs.accept and ensure_live_project.
+        project = session.get(Project, project_id, populate_existing=True)
         if project is None or project.deleted_at is not None:
             raise project_deleted(project_id)  # a concurrent DELETE got here first
         result = ProjectDeletion(project_id=project_id)

@@ -184,7 +184,7 @@ def register_output(
     """
     from reframe.services.deletion import ensure_live_project
 
-    ensure_live_project(session, job.project_id)
+    ensure_live_project(session, job.account_id, job.project_id)
     return add_file(
         session,
         project_id=job.project_id,
