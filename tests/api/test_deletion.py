@@ -354,3 +354,16 @@ def test_delete_project_on_s3_removes_every_object(
     assert names
     assert all(n.startswith(DELETED_KEY_PREFIX) for n in names)
     assert sweep(sessions, storage, api.settings, now=later).deleted == []
+
+
+def test_deletes_spend_the_write_bucket(api_factory: ApiFactory) -> None:
+    api = api_factory(rate_limit_write_per_sec=0.01, rate_limit_write_burst=3)
+    _, key = api.create_account()
+    codes = [
+        api.client.delete(f"/projects/{'c' * 32}", headers=auth(key)).status_code for _ in range(4)
+    ]
+    assert codes == [404, 404, 404, 429]
+    limited = api.client.delete("/me?confirm=x@example.com", headers=auth(key))
+    assert limited.status_code == 429
+    assert limited.json()["detail"]
+    assert api.client.get("/me", headers=auth(key)).status_code == 200  # reads are not spent
