@@ -367,3 +367,23 @@ def test_deletes_spend_the_write_bucket(api_factory: ApiFactory) -> None:
     assert limited.status_code == 429
     assert limited.json()["detail"]
     assert api.client.get("/me", headers=auth(key)).status_code == 200  # reads are not spent
+
+
+def test_an_upload_url_of_a_deleted_project_takes_no_bytes(api: ApiHarness) -> None:
+    _, key = api.create_account()
+    presigned = api.presign(key)  # handed out, nothing sent yet
+    assert (
+        api.client.delete(f"/projects/{presigned['project_id']}", headers=auth(key)).status_code
+        == 204
+    )
+    clip = make_clip(api.tmp_path / "late.mp4")
+    late = api.client.request(
+        presigned["method"],
+        presigned["upload_url"],
+        content=clip.read_bytes(),
+        headers=presigned["headers"],
+    )
+    assert late.status_code == 404
+    assert "deleted" in late.json()["detail"]
+    assert api.app.state.storage.head(presigned["key"]) is None
+    assert not [p for p in _stored_files(api.app.state.storage.root) if p.suffix == ".mp4"]
