@@ -92,9 +92,7 @@ def ensure_live_project(session: Session, account_id: str, project_id: str) -> N
     insert that follows takes key-share locks on both rows, and a lock on the project taken
     before the account's would deadlock against a spender holding the account's lock.
     """
-    session.execute(
-        select(Account.id).where(Account.id == account_id).with_for_update(read=True)
-    )
+    session.execute(select(Account.id).where(Account.id == account_id).with_for_update(read=True))
     deleted_at = session.scalar(select(Project.deleted_at).where(Project.id == project_id))
     if deleted_at is not None:
         raise project_deleted(project_id)

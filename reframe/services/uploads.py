@@ -179,8 +179,8 @@ def register_output(
     (`JobLifecycle.complete`), so a job that ends otherwise never delivers one.
 
     Refused (NotFound) when the project was deleted while the job rendered: the caller deletes
-    the stored bytes. The project row's lock orders this against the deletion, which deletes
-    the bytes of every output registered before it.
+    the stored bytes. The account row's lock orders this against the deletion, which deletes
+    the bytes of every output registered before it (reframe.services.deletion).
     """
     from reframe.services.deletion import ensure_live_project
 
