@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from reframe.config import Settings
+    from reframe.db.models import Account
 
 
 def register(subparsers: Any) -> None:
@@ -167,6 +168,9 @@ def _list(args: argparse.Namespace) -> int:
                     "paid_xeconds": bal.paid,
                     "key_prefix": key.prefix if key else None,
                     "disabled": account.disabled,
+                    # Closed by its owner (DELETE /me): the email is a placeholder by then.
+                    "closed_at": account.closed_at.isoformat() if account.closed_at else None,
+                    "state": _state(account),
                 }
             )
     if args.json:
@@ -180,9 +184,15 @@ def _list(args: argparse.Namespace) -> int:
         print(
             f"{r['email']:<32} {r['free_xeconds']:>6} {r['paid_xeconds']:>6}  "
             f"{(r['key_prefix'] or '-') + '...':<18} {r['created_at'][:19]:<19} "
-            f"{'disabled' if r['disabled'] else 'active'}"
+            f"{r['state']}"
         )
     return 0
+
+
+def _state(account: Account) -> str:
+    if account.closed_at is not None:
+        return f"closed {account.closed_at.isoformat()[:19]}"
+    return "disabled" if account.disabled else "active"
 
 
 def _grant(args: argparse.Namespace) -> int:

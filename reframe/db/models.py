@@ -71,8 +71,9 @@ class FileRole(enum.StrEnum):
 
 class FileStatus(enum.StrEnum):
     # pending: URL handed out, bytes not yet verified; ready: size and probe checked;
-    # rejected: over a limit or not a video, the object was deleted; expired: the sweeper
-    # deleted its bytes (an upload abandoned before verification, reframe.services.sweep).
+    # rejected: over a limit or not a video, the object was deleted; expired: its bytes were
+    # deleted, by the sweeper (abandoned or past retention, reframe.services.sweep; error_status
+    # 410) or with its project (reframe.services.deletion; error_status 404).
     PENDING = "pending"
     READY = "ready"
     REJECTED = "rejected"
@@ -104,6 +105,10 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Signs webhook notifications (reframe.jobs.webhooks); created on first use, shown in /me.
     webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set when the owner closed the account (DELETE /me, reframe.services.deletion): its keys
+    # are revoked, its email replaced by a placeholder, its projects deleted; the row and its
+    # ledger stay for accounting.
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="account")
 
@@ -148,6 +153,9 @@ class Project(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set when the owner deleted it (DELETE /projects/{id}): from then on it is 404 everywhere,
+    # nothing new attaches to it, and its files' bytes are deleted (reframe.services.deletion).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     files: Mapped[list[File]] = relationship(
         back_populates="project", order_by="File.created_at", foreign_keys="File.project_id"

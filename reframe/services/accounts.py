@@ -39,6 +39,12 @@ _INVALID_KEY = (
     "or `reframe accounts create`."
 )
 
+# Said instead of _INVALID_KEY for a key of a closed account: a new key would not help.
+_CLOSED = (
+    "This API key belonged to an account that was closed (DELETE /me): it no longer works and "
+    "the account cannot be opened again. Sign up for a new account to use the API."
+)
+
 
 @dataclass(frozen=True)
 class IssuedKey:
@@ -172,6 +178,8 @@ def authenticate(
     if not _looks_like_a_key(plaintext):
         raise Unauthorized(_INVALID_KEY)
     match = _matching_key(session, plaintext)
+    if match is not None and match.account is not None and match.account.closed_at is not None:
+        raise Unauthorized(_CLOSED)
     if match is None or match.revoked_at is not None:
         raise Unauthorized(_INVALID_KEY)
     account = match.account

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from reframe.config import Settings
 from reframe.db.base import utcnow
-from reframe.db.models import Account, CreditPool, Job, JobStatus, LedgerReason
+from reframe.db.models import Account, CreditPool, Job, JobStatus, LedgerReason, Project
 from reframe.db.session import lock_account
-from reframe.errors import InsufficientCredits, InvalidInput
+from reframe.errors import InsufficientCredits, InvalidInput, NotFound, Unauthorized
 from reframe.jobs.choices import RenderChoices
 from reframe.logs import job_fields
 from reframe.services import ledger, ownership, previews, pricing, transitions, uploads
@@ -141,7 +141,13 @@ def accept(
     # End the read transaction so the money transaction starts with the lock (see lock_account).
     session.commit()
     try:
-        lock_account(session, account.id)
+        locked = lock_account(session, account.id)
+        # Deleting a project or closing the account takes this lock too: re-check both here,
+        # so no job is charged on a project (or by an account) that is being deleted.
+        if locked.closed_at is not None:
+            raise Unauthorized("this account was closed; its API key no longer works")
+        if session.scalar(select(Project.deleted_at).where(Project.id == project.id)):
+            raise NotFound(f"project {project_id} was deleted by its owner")
         # Re-check under the lock: a concurrent request may have created this job already.
         earlier = _replay(
             session, account, idempotency_key, request_hash, settings.idempotency_ttl_sec

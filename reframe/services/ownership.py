@@ -1,7 +1,8 @@
 """The ownership rule for every account-owned resource.
 
 Each `owned_*` function is the single place its resource is fetched for an account: unknown ids
-are NotFound (404), other accounts' ids are Forbidden (403). Routes never query these tables
+are NotFound (404), other accounts' ids are Forbidden (403), and a project its owner deleted
+(reframe.services.deletion) is NotFound with everything in it. Routes never query these tables
 directly, so a forgotten owner check cannot happen.
 """
 
@@ -30,6 +31,11 @@ def owned_project(session: Session, account: Account, project_id: str) -> Projec
         raise NotFound(f"project {project_id} not found")
     if project.account_id != account.id:
         raise Forbidden(f"project {project_id} belongs to another account")
+    if project.deleted_at is not None:
+        raise NotFound(
+            f"project {project_id} was deleted by its owner; its files, download URLs and "
+            "share links are gone"
+        )
     return project
 
 
@@ -48,6 +54,8 @@ def owned_upload(session: Session, account: Account, key: str) -> File:
         raise NotFound(f"no upload with key {key!r}; get one from POST /upload/presign")
     if file.account_id != account.id:
         raise Forbidden(f"upload {key!r} belongs to another account")
+    if file.project.deleted_at is not None:
+        raise NotFound(f"upload {key!r} was deleted with its project {file.project_id}")
     return file
 
 

@@ -17,7 +17,7 @@ def list_projects(session: Session, account: Account, window: Window) -> PageSli
     return fetch_page(
         session,
         select(Project)
-        .where(Project.account_id == account.id)
+        .where(Project.account_id == account.id, Project.deleted_at.is_(None))
         .options(selectinload(Project.files), selectinload(Project.jobs))
         .order_by(Project.created_at.desc(), Project.id.desc()),
         window,

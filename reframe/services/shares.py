@@ -60,6 +60,9 @@ def live_share(session: Session, token: str) -> Share:
     share = session.scalar(select(Share).where(Share.token == token)) if well_formed else None
     if share is None or share.revoked_at is not None:
         raise NotFound("share link not found or revoked")
+    if share.project.deleted_at is not None:
+        # Made in the instant its project was being deleted (deletion removes the others).
+        raise NotFound("share link not found: its project was deleted")
     return share
 
 

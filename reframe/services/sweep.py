@@ -3,6 +3,8 @@
 - Pending uploads unverified `upload_abandon_after_sec` after their presign (always past their
   URL's lifetime): their bytes, if any arrived, are deleted and the row is marked `expired`, so
   the API answers 410 for its key from then on.
+- Files of projects their owner deleted whose bytes could not all be deleted for good at once
+  (a failed delete, or an upload URL still usable then): see `sweep_deleted_files`.
 - Incomplete uploads in storage itself: the local backend's orphaned `.part` files and S3's
   unfinished multipart uploads, older than the same threshold.
 
@@ -21,10 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reframe.config import Settings
 from reframe.db.base import utcnow
-from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus
+from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
 from reframe.storage.base import Storage
 
 log = logging.getLogger(__name__)
+
+# A file row whose bytes are gone for good names no object any more: its keys become this
+# prefix plus its id (unique, like the keys), so no later delete or lookup can reach an object.
+DELETED_KEY_PREFIX = "deleted/"
 
 # A job in any of these still needs its input's bytes (the lifecycle's non-terminal states).
 _NEEDS_INPUT = [s for s in JobStatus if not s.is_terminal]
@@ -44,6 +50,7 @@ ABANDONED = (
 class SweepReport:
     abandoned: list[str] = field(default_factory=list)  # file ids marked expired
     retained: list[str] = field(default_factory=list)  # file ids past retention, deleted
+    deleted: list[str] = field(default_factory=list)  # files of deleted projects finished
     incomplete: int = 0  # .part files / multipart uploads removed
 
 
@@ -108,6 +115,18 @@ def sweep_abandoned_uploads(
     return report
 
 
+def delete_file_bytes(storage: Storage, storage_key: str, pinned_key: str | None) -> None:
+    """Delete every stored object of one file row; deleting a missing one is not an error.
+
+    A verified input's bytes are its pinned copy (reframe.services.uploads); the upload key
+    goes too, where an S3 client may have PUT again after pricing. The one byte-deleting step
+    of the sweeper and of customer deletion (reframe.services.deletion).
+    """
+    for stored in (pinned_key, storage_key):
+        if stored:
+            storage.delete(stored)
+
+
 def file_expires_at(file: File, settings: Settings) -> datetime | None:
     """When the sweeper deletes this file's bytes: None once they are gone (or never were)."""
     if file.status is FileStatus.PENDING:
@@ -161,16 +180,50 @@ def sweep_retained_files(
             if getattr(taken, "rowcount", 0) != 1:
                 continue
             try:
-                # A verified input's bytes are its pinned copy (reframe.services.uploads); the
-                # upload key goes too, where an S3 client may have PUT again after pricing.
-                for stored in (pinned, key):
-                    if stored:
-                        storage.delete(stored)
+                delete_file_bytes(storage, key, pinned)
             except Exception:
                 log.exception("deleting expired file %s failed; retrying next sweep", key)
                 _restore(sessions, file_id, FileStatus.READY)
                 continue
             report.retained.append(file_id)
+    return report
+
+
+def sweep_deleted_files(
+    sessions: sessionmaker[Session],
+    storage: Storage,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    report: SweepReport | None = None,
+) -> SweepReport:
+    """Finish what a customer's deletion could not (reframe.services.deletion): files of
+    deleted projects whose keys are still recorded had bytes to delete again, either because a
+    delete failed or because their upload URL could still be used then (an S3 URL cannot be
+    revoked). Once the URL is past its lifetime, the bytes go and the keys are forgotten."""
+    from reframe.services.deletion import purge_file
+
+    report = report or SweepReport()
+    cutoff = (now or utcnow()) - timedelta(seconds=settings.upload_url_ttl_sec)
+    with sessions() as session:
+        left = session.scalars(
+            select(File.id)
+            .join(Project, Project.id == File.project_id)
+            .where(
+                Project.deleted_at.is_not(None),
+                File.status == FileStatus.EXPIRED,
+                File.created_at < cutoff,
+                ~File.storage_key.startswith(DELETED_KEY_PREFIX),
+            )
+            .order_by(File.created_at)
+            .limit(settings.sweep_batch)
+        ).all()
+    for file_id in left:
+        try:
+            if purge_file(sessions, storage, settings, file_id, now=now):
+                report.deleted.append(file_id)
+        except Exception:
+            log.exception("deleting the bytes of deleted file %s failed; next sweep", file_id)
     return report
 
 
@@ -185,15 +238,17 @@ def sweep(
     now = now or utcnow()
     report = sweep_abandoned_uploads(sessions, storage, settings, now=now)
     sweep_retained_files(sessions, storage, settings, now=now, report=report)
+    sweep_deleted_files(sessions, storage, settings, now=now, report=report)
     report.incomplete = storage.sweep_incomplete(
         now - timedelta(seconds=settings.upload_abandon_after_sec)
     )
-    if report.abandoned or report.retained or report.incomplete:
+    if report.abandoned or report.retained or report.deleted or report.incomplete:
         log.info(
-            "sweep: %d abandoned uploads and %d files past retention expired, %d incomplete "
-            "uploads removed",
+            "sweep: %d abandoned uploads and %d files past retention expired, %d files of "
+            "deleted projects finished, %d incomplete uploads removed",
             len(report.abandoned),
             len(report.retained),
+            len(report.deleted),
             report.incomplete,
         )
     return report

@@ -180,7 +180,15 @@ def register_output(
 ) -> File:
     """The project's output-file row for a stored render, `pending`: it becomes ready (listed,
     downloadable, shared) only in the transaction that marks its job done
-    (`JobLifecycle.complete`), so a job that ends otherwise never delivers one."""
+    (`JobLifecycle.complete`), so a job that ends otherwise never delivers one.
+
+    Refused (NotFound) when the project was deleted while the job rendered: the caller deletes
+    the stored bytes. The account row's lock orders this against the deletion, which deletes
+    the bytes of every output registered before it (reframe.services.deletion).
+    """
+    from reframe.services.deletion import ensure_live_project
+
+    ensure_live_project(session, job.account_id, job.project_id)
     return add_file(
         session,
         project_id=job.project_id,
@@ -279,7 +287,14 @@ def check_writable(session: Session, key: str) -> None:
     again, so a second PUT could only mislead the client (and fill the disk). A rejected
     upload is as final. Keys no upload row names (none are signed for PUT) are left alone.
     """
-    status = session.scalar(select(File.status).where(File.storage_key == key))
+    row = session.execute(
+        select(File.status, File.error, File.error_status).where(File.storage_key == key)
+    ).one_or_none()
+    status = row.status if row is not None else None
+    if row is not None and status is FileStatus.EXPIRED:
+        # Swept (410) or deleted with its project (404): bytes sent now would never be deleted.
+        message = row.error or "This upload expired and its bytes were deleted."
+        raise NotFound(message) if row.error_status == 404 else Gone(message)
     if status is FileStatus.READY:
         raise Conflict(
             "This upload was already verified and priced, and cannot be replaced: presign a "
@@ -403,6 +418,12 @@ def verify_input(
     # first to commit wins, under the row lock, and the other's copy is dropped.
     locked = session.get(File, file.id, with_for_update=True, populate_existing=True)
     assert locked is not None
+    if locked.status is FileStatus.EXPIRED:
+        # Swept, or deleted with its project, while it was being copied: the copy goes too.
+        session.commit()
+        storage.delete(pin.key)
+        message = locked.error or f"file {file.id} expired and its bytes were deleted"
+        raise NotFound(message) if locked.error_status == 404 else Gone(message)
     if locked.status is FileStatus.READY and locked.pinned_key is not None and locked.probe:
         session.commit()
         if locked.pinned_key != pin.key:

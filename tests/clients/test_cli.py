@@ -130,3 +130,28 @@ def test_jobs_download_and_share(
     code, out, _ = run("share", done.job.project_id, "--revoke", key=key)
     assert code == 0
     assert "revoked" in out
+
+
+def test_delete_and_close_account(run: Any, live_api: LiveApi, tmp_path: Path) -> None:
+    key = live_api.create_account(free=30)
+    clip = make_clip(tmp_path / "clip.mp4")
+    with live_api.client(key) as client:
+        up = client.upload(clip)
+        email = client.me().account.email
+    code, out, _ = run("delete", up.project_id, key=key)
+    assert code == 0
+    assert "deleted" in out
+    code, _, err = run("delete", up.project_id, key=key)
+    assert code == 1
+    assert "deleted" in err
+    with pytest.raises(SystemExit):
+        run("close-account", key=key)  # --confirm is required
+    code, _, err = run("close-account", "--confirm", "other@example.com", key=key)
+    assert code == 1
+    assert "confirm" in err
+    code, out, _ = run("close-account", "--confirm", email, key=key)
+    assert code == 0
+    assert "closed" in out
+    code, _, err = run("me", key=key)
+    assert code == 1
+    assert "closed" in err

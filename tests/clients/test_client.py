@@ -358,6 +358,29 @@ def test_share_links_round_trip_without_a_key(live_api: LiveApi, clip: Path) -> 
         anonymous.get_share(share.token)
 
 
+def test_delete_project_and_close_account(live_api: LiveApi, clip: Path) -> None:
+    key = live_api.create_account(free=30)
+    with live_api.client(key) as client:
+        up = client.upload(clip)
+        job = client.create_job(up.key, up.project_id, 60)
+        share = client.share(up.project_id)
+        client.delete_project(up.project_id)
+        assert client.get_job(job.job_id).live_status is m.JobStatus.CANCELLED
+        assert client.me().balance.total_xeconds == 30  # charged, then refunded once
+        with pytest.raises(NotFound, match="deleted"):
+            client.get_project(up.project_id)
+        with pytest.raises(NotFound):
+            client.delete_project(up.project_id)
+        email = client.me().account.email
+        with pytest.raises(InvalidRequest, match="confirm"):
+            client.close_account("not-" + email)
+        client.close_account(email)
+        with pytest.raises(Unauthorized, match="closed"):
+            client.me()
+    with live_api.client("") as anonymous, pytest.raises(NotFound):
+        anonymous.get_share(share.token)
+
+
 # --- asyncio -----------------------------------------------------------------------------------
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from reframe.api.deps import CurrentAccount, PageDep, SessionDep
+from fastapi import APIRouter, Query, Response
+
+from reframe.api.deps import (
+    CurrentAccount,
+    LifecycleDep,
+    PageDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from reframe.api.errors import error_responses
 from reframe.api.schemas import (
     AccountOut,
@@ -15,7 +24,7 @@ from reframe.api.schemas import (
     LedgerPage,
     MeOut,
 )
-from reframe.services import accounts, ledger
+from reframe.services import accounts, deletion, ledger
 from reframe.services.ledger import Balance
 from reframe.services.webhooks import ensure_webhook_secret
 
@@ -77,3 +86,36 @@ def rotate_api_key(account: CurrentAccount, session: SessionDep) -> ApiKeyCreate
     return ApiKeyCreated(
         api_key=issued.plaintext, prefix=issued.record.prefix, created_at=issued.record.created_at
     )
+
+
+@router.delete(
+    "",
+    status_code=204,
+    response_class=Response,
+    summary="Close your account: delete all its projects; the API key stops working",
+    description=(
+        "Deletes every project as DELETE /projects/{id} does (queued and running renders are "
+        "cancelled with the usual refund first), revokes the API key (it answers 401 from "
+        "then on) and ends studio sessions. The account's email and other personal data are "
+        "removed; its credit ledger is kept, anonymized, for accounting, and any balance left "
+        "is forfeited. A closed account cannot be opened again. `confirm` must repeat the "
+        "account's email, or nothing happens (400)."
+    ),
+    responses=error_responses(400),
+)
+def close_account(
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    lifecycle: LifecycleDep,
+    confirm: Annotated[
+        str | None,
+        Query(
+            max_length=320,
+            description="The account's email (as GET /me shows it), to confirm the closure",
+        ),
+    ] = None,
+) -> Response:
+    deletion.close_account(session, storage, settings, lifecycle, account, confirm)
+    return Response(status_code=204)

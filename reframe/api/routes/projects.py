@@ -6,13 +6,20 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Response
 
-from reframe.api.deps import CurrentAccount, PageDep, SessionDep, SettingsDep, StorageDep
+from reframe.api.deps import (
+    CurrentAccount,
+    LifecycleDep,
+    PageDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from reframe.api.errors import error_responses
 from reframe.api.presenters import project_public
 from reframe.api.schemas import DownloadOut, Page, ProjectPublic, ShareOut
 from reframe.config import Settings
 from reframe.db.models import Project, Share
-from reframe.services import ownership, projects, shares
+from reframe.services import deletion, ownership, projects, shares
 from reframe.services.sweep import file_expires_at
 
 router = APIRouter(prefix="/projects", tags=["projects"])
@@ -121,4 +128,30 @@ def create_share(
 def revoke_share(project_id: str, account: CurrentAccount, session: SessionDep) -> Response:
     shares.revoke(session, account, project_id)
     session.commit()
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{project_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a project with its inputs, outputs, share links and stored bytes",
+    description=(
+        "Cancels the project's queued or running renders first, each with the usual refund "
+        "(see POST /jobs/{id}/cancel), then deletes its share links and the stored bytes of "
+        "every input and output. Afterwards the project, its files, their download URLs and "
+        "its share links answer 404; its jobs stay listed in GET /jobs (cancelled or as they "
+        "ended) and its charges and refunds in GET /me/ledger. Deleting it again is 404."
+    ),
+    responses=error_responses(401, 403, 404, 500),
+)
+def delete_project(
+    project_id: str,
+    account: CurrentAccount,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    lifecycle: LifecycleDep,
+) -> Response:
+    deletion.delete_project(session, storage, settings, lifecycle, account, project_id)
     return Response(status_code=204)

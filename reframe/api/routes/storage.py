@@ -116,15 +116,17 @@ async def put_object(key: str, request: Request, storage: LocalStorageDep) -> Re
 async def get_object(key: str, request: Request, storage: LocalStorageDep) -> Response:
     try:
         grant = storage.verify(request.method, key, request.query_params)
+        path = storage.path_for(key)
+        # Missing bytes first: a project deleted by its owner took its share links and its
+        # bytes with it, and that is a 404 whichever URL is used; a revoked link is a 403.
+        if not path.is_file():
+            raise NotFound(f"no object is stored under {key!r}")
         if grant.bound_to is not None and not await anyio.to_thread.run_sync(
             _share_is_live, request, grant.bound_to
         ):
             raise Forbidden(
                 "the share link that issued this URL was revoked; ask its owner for a new link"
             )
-        path = storage.path_for(key)
-        if not path.is_file():
-            raise NotFound(f"no object is stored under {key!r}")
     except ReframeError as exc:
         return _error(exc)
     # These bytes come from a client and are served on the API's own origin, so the response

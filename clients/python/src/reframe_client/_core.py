@@ -93,6 +93,10 @@ FILE_DOWNLOAD = Route(
 CREATE_SHARE = Route("POST", "/projects/{project_id}/share", m.Share, idempotent=True)
 REVOKE_SHARE: Route[None] = Route("DELETE", "/projects/{project_id}/share", None, idempotent=True)
 GET_SHARE = Route("GET", "/share/{token}", m.SharedProject, public=True, idempotent=True)
+# Not retried after a lost answer: the delete may have happened, and its repeat would answer 404
+# for a deletion that succeeded.
+DELETE_PROJECT: Route[None] = Route("DELETE", "/projects/{project_id}", None)
+CLOSE_ACCOUNT: Route[None] = Route("DELETE", "/me", None)
 
 ROUTES: tuple[Route[Any], ...] = (
     ME,
@@ -112,6 +116,8 @@ ROUTES: tuple[Route[Any], ...] = (
     CREATE_SHARE,
     REVOKE_SHARE,
     GET_SHARE,
+    DELETE_PROJECT,
+    CLOSE_ACCOUNT,
 )
 
 

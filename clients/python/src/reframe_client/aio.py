@@ -307,6 +307,12 @@ class AsyncReframe:
     async def get_share(self, token: str) -> m.SharedProject:
         return await self._run(self._core.call(c.GET_SHARE, {"token": token}))
 
+    async def delete_project(self, project_id: str) -> None:
+        await self._run(self._core.call(c.DELETE_PROJECT, {"project_id": project_id}))
+
+    async def close_account(self, confirm_email: str) -> None:
+        await self._run(self._core.call(c.CLOSE_ACCOUNT, params={"confirm": confirm_email}))
+
 
 async def _chunks(source: c.FileChunks) -> AsyncIterator[bytes]:
     try:

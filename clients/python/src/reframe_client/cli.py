@@ -3,6 +3,7 @@
     reframe-client render clip.mp4 --fps 60 -o smooth.mp4
     reframe-client estimate clip.mp4 --fps 60 120 240
     reframe-client jobs | jobs JOB_ID | download JOB_ID -o out.mp4 | share PROJECT_ID | me
+    reframe-client delete PROJECT_ID | close-account --confirm you@example.com
 
 The key comes from --api-key or $REFRAME_API_KEY, the service from --api-url or
 $REFRAME_API_URL (default http://127.0.0.1:8000). Progress goes to stderr, results to stdout
@@ -304,6 +305,18 @@ def cmd_share(client: Reframe, args: argparse.Namespace, out: Console, err: Cons
     return 0
 
 
+def cmd_delete(client: Reframe, args: argparse.Namespace, out: Console, err: Console) -> int:
+    client.delete_project(args.project_id)
+    out.print(f"project {args.project_id} deleted, with its files and share links")
+    return 0
+
+
+def cmd_close_account(client: Reframe, args: argparse.Namespace, out: Console, err: Console) -> int:
+    client.close_account(args.confirm)
+    out.print("account closed: its projects are deleted and this API key no longer works")
+    return 0
+
+
 def cmd_me(client: Reframe, args: argparse.Namespace, out: Console, err: Console) -> int:
     me = client.me()
     if args.json:
@@ -438,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("project_id", nargs="?", help="the project to share")
     target.add_argument("--job", help="share the project of this job")
     p.add_argument("--revoke", action="store_true", help="revoke the live link instead")
+
+    p = command("delete", cmd_delete, "delete a project, its files, share links and renders")
+    p.add_argument("project_id")
+
+    p = command("close-account", cmd_close_account, "close the account and delete all its data")
+    p.add_argument("--confirm", required=True, metavar="EMAIL", help="the account's email")
 
     command("me", cmd_me, "show the account, its balance and its key")
 

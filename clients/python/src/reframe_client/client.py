@@ -347,6 +347,16 @@ class Reframe:
         """What a share link shows, without a key."""
         return self._run(self._core.call(c.GET_SHARE, {"token": token}))
 
+    def delete_project(self, project_id: str) -> None:
+        """Delete the project: its running renders are cancelled (with the usual refund), its
+        inputs, outputs, share links and stored bytes are deleted. A second call is NotFound."""
+        self._run(self._core.call(c.DELETE_PROJECT, {"project_id": project_id}))
+
+    def close_account(self, confirm_email: str) -> None:
+        """Close the account for good: every project deleted, this key stops working (401).
+        `confirm_email` must be the account's email (`me().account.email`)."""
+        self._run(self._core.call(c.CLOSE_ACCOUNT, params={"confirm": confirm_email}))
+
 
 def _chunks(source: c.FileChunks) -> Iterator[bytes]:
     try:
