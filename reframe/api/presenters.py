@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from reframe.api.schemas import (
-    FilePublic,
-    JobCreated,
-    JobPublic,
-    JobSummary,
-    OutputPublic,
-    ProjectPublic,
-    SharedFile,
+    FileOut,
+    JobCreatedOut,
+    JobOut,
+    JobSummaryOut,
+    OutputOut,
+    ProjectOut,
+    SharedFileOut,
 )
 from reframe.config import Settings
 from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
@@ -47,14 +47,14 @@ def _probed(file: File) -> dict[str, Any]:
     return {name: probe.get(name) for name in ("duration_sec", "fps", "width", "height")}
 
 
-def file_public(file: File, settings: Settings) -> FilePublic:
-    return FilePublic.model_validate(
+def file_out(file: File, settings: Settings) -> FileOut:
+    return FileOut.model_validate(
         _With(file, expires_at=file_expires_at(file, settings), **_probed(file))
     )
 
 
-def shared_file(file: File, url: str) -> SharedFile:
-    return SharedFile.model_validate(_With(file, url=url, **_probed(file)))
+def shared_file(file: File, url: str) -> SharedFileOut:
+    return SharedFileOut.model_validate(_With(file, url=url, **_probed(file)))
 
 
 def _preview_fields(job: Job) -> dict[str, Any]:
@@ -62,11 +62,11 @@ def _preview_fields(job: Job) -> dict[str, Any]:
     return {"preview": seconds is not None, "preview_seconds": seconds}
 
 
-def job_created(accepted: AcceptedJob) -> JobCreated:
-    return JobCreated.model_validate(_With(accepted, **_preview_fields(accepted.job)))
+def job_created(accepted: AcceptedJob) -> JobCreatedOut:
+    return JobCreatedOut.model_validate(_With(accepted, **_preview_fields(accepted.job)))
 
 
-def output_public(job: Job, settings: Settings) -> tuple[OutputPublic, int | None]:
+def output_out(job: Job, settings: Settings) -> tuple[OutputOut, int | None]:
     """The job's output format (defaults filled in as the render fills them) and its
     playback rate when it is slow motion."""
     choices = RenderChoices.from_json(job.render_options)
@@ -74,7 +74,7 @@ def output_public(job: Job, settings: Settings) -> tuple[OutputPublic, int | Non
         job.target_fps, default_codec=settings.render_codec, default_crf=settings.render_crf
     )
     fmt = resolved.format
-    out = OutputPublic(
+    out = OutputOut(
         container=fmt.container,
         codec=fmt.codec,
         quality=resolved.quality,
@@ -85,13 +85,13 @@ def output_public(job: Job, settings: Settings) -> tuple[OutputPublic, int | Non
     return out, choices.playback_fps
 
 
-def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
+def job_out(job: Job, storage: Storage, settings: Settings) -> JobOut:
     output_url = None
     output = job.output_file
-    output_format, playback_fps = output_public(job, settings)
+    output_format, playback_fps = output_out(job, settings)
     if job.status is JobStatus.DONE and output is not None and output.status is FileStatus.READY:
         output_url = file_url(storage, settings, output)
-    return JobPublic.model_validate(
+    return JobOut.model_validate(
         _With(
             job,
             output_url=output_url,
@@ -105,20 +105,20 @@ def job_public(job: Job, storage: Storage, settings: Settings) -> JobPublic:
     )
 
 
-def job_summary(job: Job) -> JobSummary:
-    return JobSummary.model_validate(
+def job_summary(job: Job) -> JobSummaryOut:
+    return JobSummaryOut.model_validate(
         _With(job, preview=previews.preview_seconds_of(job.render_options) is not None)
     )
 
 
-def project_public(
+def project_out(
     project: Project,
     settings: Settings,
     share_url: str | None,
     share_page_url: str | None = None,
-) -> ProjectPublic:
-    files = [file_public(f, settings) for f in project.files]
-    return ProjectPublic.model_validate(
+) -> ProjectOut:
+    files = [file_out(f, settings) for f in project.files]
+    return ProjectOut.model_validate(
         _With(
             project,
             inputs=[f for f in files if f.role is FileRole.INPUT],

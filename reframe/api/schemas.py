@@ -1,4 +1,4 @@
-"""Request and response bodies, named by role (`JobCreate` in, `JobPublic` out)."""
+"""Request and response bodies, named by role (`JobCreateIn` in, `JobOut` out)."""
 
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ class LedgerEntryOut(RowModel):
     created_at: datetime
 
 
-class LedgerPage(Page[LedgerEntryOut]):
+class LedgerPageOut(Page[LedgerEntryOut]):
     """Entries newest first. The balance is the sum of every entry on every page."""
 
     model_config = ConfigDict(
@@ -205,7 +205,7 @@ class LedgerPage(Page[LedgerEntryOut]):
     balance: BalanceOut = Field(description="Now: the sum of all entries, per pool")
 
 
-class ApiKeyInfo(BaseModel):
+class ApiKeyOut(BaseModel):
     prefix: str = Field(description="The first characters of the key, to recognise it")
     created_at: datetime
     last_used_at: datetime | None
@@ -220,13 +220,13 @@ class AccountOut(BaseModel):
 class MeOut(BaseModel):
     account: AccountOut
     balance: BalanceOut
-    api_key: ApiKeyInfo | None = Field(description="The live key's metadata; never the key")
+    api_key: ApiKeyOut | None = Field(description="The live key's metadata; never the key")
     webhook_secret: str | None = Field(
         default=None, description="Signs your job webhooks (Reframe-Signature header)"
     )
 
 
-class ApiKeyCreated(BaseModel):
+class ApiKeyCreatedOut(BaseModel):
     api_key: str = Field(
         description="The new key. Shown once: store it now. The previous key stops working.",
         examples=["rf_live_Qm9vZ2xlIGlzIG5vdCBhIGtleSwgaXQgaXMgYW4gZXhhbXBsZQ"],
@@ -267,14 +267,14 @@ class LimitsOut(BaseModel):
     source_fps_rule: str = Field(description="How the source frame rate is measured and compared")
 
 
-class FreeCreditPolicy(BaseModel):
+class FreeCreditPolicyOut(BaseModel):
     signup_xeconds: int
     free_renders_watermarked: bool
     paid_renders_clean: bool
     description: str
 
 
-class PreviewPolicy(BaseModel):
+class PreviewPolicyOut(BaseModel):
     free_per_day: int = Field(
         description="Previews free per account per UTC day (reset at midnight UTC)", examples=[3]
     )
@@ -290,8 +290,8 @@ class PricingConfigOut(BaseModel):
     bands: list[BandOut]
     credit_packs: list[CreditPackOut]
     limits: LimitsOut
-    free_credits: FreeCreditPolicy
-    previews: PreviewPolicy
+    free_credits: FreeCreditPolicyOut
+    previews: PreviewPolicyOut
 
 
 class EstimateIn(RequestModel):
@@ -326,7 +326,7 @@ class EstimateIn(RequestModel):
         return opts
 
 
-class OptionQuote(BaseModel):
+class OptionQuoteOut(BaseModel):
     target_fps: int
     allowed: bool
     band: str | None
@@ -339,7 +339,7 @@ class EstimateOut(BaseModel):
     duration_sec: float
     billable_seconds: int = Field(description="Of the preview when preview_seconds is given")
     source_fps: float
-    options: list[OptionQuote]
+    options: list[OptionQuoteOut]
     preview_seconds: float | None = Field(default=None, description="Null: the whole clip")
 
 
@@ -359,7 +359,7 @@ class EstimateVideoIn(RequestModel):
     )
 
 
-class VideoInfo(BaseModel):
+class VideoInfoOut(BaseModel):
     duration_sec: float = Field(
         description="The frames' span, or the header's duration when longer (never shorter)"
     )
@@ -383,7 +383,7 @@ class VideoInfo(BaseModel):
     size_bytes: int | None
 
 
-class VideoOptionQuote(OptionQuote):
+class VideoOptionQuoteOut(OptionQuoteOut):
     covered_by_balance: bool
     payment_kind: CreditPool | None = Field(description="Which credit would pay: paid or free")
     watermarked: bool | None
@@ -392,9 +392,9 @@ class VideoOptionQuote(OptionQuote):
 class EstimateVideoOut(BaseModel):
     r2_key: str
     project_id: str
-    video: VideoInfo
+    video: VideoInfoOut
     probe: dict[str, Any] = Field(description="Everything the probe learned about the file")
-    options: list[VideoOptionQuote]
+    options: list[VideoOptionQuoteOut]
     balance: BalanceOut
     preview_seconds: float | None = Field(default=None, description="Null: the whole clip")
     free_previews_left: int | None = Field(
@@ -427,7 +427,7 @@ class PresignOut(BaseModel):
 # --- projects and files -----------------------------------------------------------------------
 
 
-class FilePublic(RowModel):
+class FileOut(RowModel):
     file_id: str = Field(validation_alias="id")
     role: FileRole
     status: FileStatus
@@ -450,7 +450,7 @@ class FilePublic(RowModel):
     )
 
 
-class JobPublic(RowModel):
+class JobOut(RowModel):
     job_id: str = Field(validation_alias="id")
     project_id: str
     r2_key: str = Field(validation_alias=AliasPath("input_file", "storage_key"))
@@ -463,7 +463,7 @@ class JobPublic(RowModel):
     output_file_id: str | None
     output_url: str | None = Field(description="Fresh download URL, only when done")
     target_fps: int
-    output: OutputPublic = Field(description="The output file's format, defaults filled in")
+    output: OutputOut = Field(description="The output file's format, defaults filled in")
     playback_fps: int | None = Field(
         default=None,
         description="Slow motion: the output plays at this rate (null: it plays at target_fps)",
@@ -510,13 +510,13 @@ class JobEventOut(RowModel):
     message: str | None
 
 
-class ProjectPublic(RowModel):
+class ProjectOut(RowModel):
     project_id: str = Field(validation_alias="id")
     name: str
     created_at: datetime
-    inputs: list[FilePublic]
-    outputs: list[FilePublic]
-    jobs: list[JobSummary]
+    inputs: list[FileOut]
+    outputs: list[FileOut]
+    jobs: list[JobSummaryOut]
     share_url: str | None = Field(
         description="JSON view of the live share link (GET /share/{token})"
     )
@@ -525,7 +525,7 @@ class ProjectPublic(RowModel):
     )
 
 
-class JobSummary(RowModel):
+class JobSummaryOut(RowModel):
     job_id: str = Field(validation_alias="id")
     live_status: JobStatus = Field(validation_alias="status")
     target_fps: int
@@ -561,7 +561,7 @@ _AUDIO_DOC = (
 )
 
 
-class OutputCreate(RequestModel):
+class OutputIn(RequestModel):
     """The output file: container, codec, quality and sound. Every field is optional."""
 
     container: Container | None = Field(
@@ -580,7 +580,7 @@ class OutputCreate(RequestModel):
     audio: Literal["copy", "none"] = Field(default="copy", description=_AUDIO_DOC)
 
 
-class OutputPublic(BaseModel):
+class OutputOut(BaseModel):
     """The output a job renders: what was chosen, with the defaults filled in."""
 
     container: Container
@@ -595,7 +595,7 @@ class OutputPublic(BaseModel):
     )
 
 
-class JobCreate(RequestModel):
+class JobCreateIn(RequestModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -642,7 +642,7 @@ class JobCreate(RequestModel):
     )
 
     @model_validator(mode="after")
-    def _preview_seconds_needs_preview(self) -> JobCreate:
+    def _preview_seconds_needs_preview(self) -> JobCreateIn:
         if self.preview_seconds is not None and not self.preview:
             raise ValueError("preview_seconds is only for a preview; send preview: true with it")
         return self
@@ -653,7 +653,7 @@ class JobCreate(RequestModel):
             return None
         return PREVIEW_DEFAULT_SECONDS if self.preview_seconds is None else self.preview_seconds
 
-    output: OutputCreate | None = Field(
+    output: OutputIn | None = Field(
         default=None,
         description="Output container, codec, quality and sound; omitted: mp4, h264, CRF 18, "
         "sound copied",
@@ -672,7 +672,7 @@ class JobCreate(RequestModel):
     )
 
 
-class JobCreated(RowModel):
+class JobCreatedOut(RowModel):
     """Read off the service's AcceptedJob: the job's fields, and the balance after it."""
 
     job_id: str = Field(validation_alias=AliasPath("job", "id"))
@@ -699,7 +699,7 @@ class ShareOut(BaseModel):
     created_at: datetime
 
 
-class SharedFile(RowModel):
+class SharedFileOut(RowModel):
     file_id: str = Field(validation_alias="id")
     role: FileRole
     filename: str
@@ -712,11 +712,11 @@ class SharedFile(RowModel):
     url: str
 
 
-class SharedProject(BaseModel):
+class SharedProjectOut(BaseModel):
     name: str
     created_at: datetime
-    files: list[SharedFile]
+    files: list[SharedFileOut]
 
 
-JobPublic.model_rebuild()
-ProjectPublic.model_rebuild()
+JobOut.model_rebuild()
+ProjectOut.model_rebuild()

@@ -98,7 +98,7 @@ def test_openapi_documents_everything(api: ApiHarness) -> None:
     assert "401" in paths["/jobs"]["post"]["responses"]
     assert "402" in paths["/jobs"]["post"]["responses"]
     assert "413" in paths["/upload/presign"]["post"]["responses"]
-    assert spec["components"]["schemas"]["JobCreate"]["examples"]
+    assert spec["components"]["schemas"]["JobCreateIn"]["examples"]
 
 
 def test_an_unexpected_500_keeps_the_connection_open(api: ApiHarness) -> None:

@@ -127,12 +127,12 @@ def test_choices_are_stored_as_given_and_shown_resolved(api: ApiHarness) -> None
 
 def test_openapi_documents_the_choices(api: ApiHarness) -> None:
     schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
-    job_create = schemas["JobCreate"]["properties"]
+    job_create = schemas["JobCreateIn"]["properties"]
     assert "the source's audio is dropped" in job_create["playback_fps"]["description"]
-    output = schemas["OutputCreate"]["properties"]
+    output = schemas["OutputIn"]["properties"]
     assert output["container"]["anyOf"][0]["enum"] == ["mp4", "mov", "mkv"]
     assert "h264 23 / 18 / 14" in output["quality"]["description"]
-    assert "OutputPublic" in str(schemas["JobPublic"]["properties"]["output"])
+    assert "OutputOut" in str(schemas["JobOut"]["properties"]["output"])
 
 
 # --- real renders -------------------------------------------------------------------------------

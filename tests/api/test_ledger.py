@@ -155,14 +155,14 @@ def test_the_ledger_and_the_new_field_are_in_openapi(api: ApiHarness) -> None:
     spec = api.client.get("/openapi.json").json()
     op = spec["paths"]["/me/ledger"]["get"]
     assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/LedgerPage"
+        "$ref": "#/components/schemas/LedgerPageOut"
     }
     schemas = spec["components"]["schemas"]
-    assert schemas["LedgerPage"]["examples"][0]["items"]
+    assert schemas["LedgerPageOut"]["examples"][0]["items"]
     assert schemas["LedgerEntryOut"]["examples"]
     assert set(schemas["LedgerKind"]["enum"]) >= {"signup", "grant", "charge", "refund", "cancel"}
-    field = schemas["JobPublic"]["properties"]["cancel_refund_xeconds"]
-    assert "cancel_refund_xeconds" not in schemas["JobPublic"]["required"]  # additive
+    field = schemas["JobOut"]["properties"]["cancel_refund_xeconds"]
+    assert "cancel_refund_xeconds" not in schemas["JobOut"]["required"]  # additive
     assert field["examples"] == [2]
 
 

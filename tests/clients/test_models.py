@@ -28,8 +28,8 @@ REQUEST_BODIES: dict[str, type] = {
     "PresignIn": m.PresignBody,
     "EstimateIn": m.EstimateBody,
     "EstimateVideoIn": m.EstimateVideoBody,
-    "JobCreate": m.JobCreateBody,
-    "OutputCreate": m.OutputBody,
+    "JobCreateIn": m.JobCreateBody,
+    "OutputIn": m.OutputBody,
 }
 # Served by the app but not part of the customer's API: storage URLs come signed inside other
 # answers (upload_url, output_url) and are used as they are; /healthz is for load balancers.

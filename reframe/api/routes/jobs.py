@@ -21,8 +21,8 @@ from reframe.api.deps import (
     request_session,
 )
 from reframe.api.errors import error_responses
-from reframe.api.presenters import job_created, job_public
-from reframe.api.schemas import JobCreate, JobCreated, JobPublic, Page
+from reframe.api.presenters import job_created, job_out
+from reframe.api.schemas import JobCreatedOut, JobCreateIn, JobOut, Page
 from reframe.db.models import Job
 from reframe.jobs.choices import OutputChoice, RenderChoices
 from reframe.jobs.progress import ProgressStore, overlay_live
@@ -35,12 +35,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 @router.post(
     "",
-    response_model=JobCreated,
+    response_model=JobCreatedOut,
     summary="Start a render. Credits are deducted when the job is accepted",
     responses=error_responses(400, 401, 402, 403, 404, 410, 413, 500),
 )
 def create_job(
-    body: JobCreate,
+    body: JobCreateIn,
     account: CurrentAccount,
     session: SessionDep,
     storage: StorageDep,
@@ -56,7 +56,7 @@ def create_job(
             ),
         ),
     ] = None,
-) -> JobCreated:
+) -> JobCreatedOut:
     if body.webhook_url is not None:
         check_destination(body.webhook_url, allow_private=settings.webhook_allow_private)
     request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
@@ -77,7 +77,7 @@ def create_job(
     return job_created(accepted)
 
 
-def render_choices(body: JobCreate) -> RenderChoices:
+def render_choices(body: JobCreateIn) -> RenderChoices:
     """The request's output and slow-motion choices, with only the fields the client sent."""
     output = None
     if body.output is not None:
@@ -88,11 +88,11 @@ def render_choices(body: JobCreate) -> RenderChoices:
 
 @router.get(
     "/{job_id}",
-    response_model=JobPublic,
+    response_model=JobOut,
     summary="Poll render status until done or failed",
     responses=error_responses(401, 403, 404, 500),
 )
-async def read_job(job_id: str, request: Request, credentials: Credentials) -> JobPublic:
+async def read_job(job_id: str, request: Request, credentials: Credentials) -> JobOut:
     # The hot path of every client (they poll this until done): authentication, the job read
     # and the live-progress lookup run in one thread-pool hop instead of one per dependency.
     # Each hop is a cross-thread hand-off that cost more than the work itself
@@ -102,16 +102,16 @@ async def read_job(job_id: str, request: Request, credentials: Credentials) -> J
 
 def _read_job(
     request: Request, credentials: HTTPAuthorizationCredentials | None, job_id: str
-) -> JobPublic:
+) -> JobOut:
     state = request.app.state
     with request_session(request) as session:
         account = authenticate_request(request, session, credentials)
         job = ownership.owned_job(session, account, job_id)
-        out = job_public(job, state.storage, state.settings)
+        out = job_out(job, state.storage, state.settings)
         return with_live_progress(state.progress, job, out)
 
 
-def with_live_progress(store: ProgressStore, job: Job, out: JobPublic) -> JobPublic:
+def with_live_progress(store: ProgressStore, job: Job, out: JobOut) -> JobOut:
     """`out` with the live store's progress when it is newer than the row's."""
     live = store.get(job.id) if out.live_status.value == "processing" else None
     if live is None:
@@ -132,7 +132,7 @@ def with_live_progress(store: ProgressStore, job: Job, out: JobPublic) -> JobPub
 
 @router.post(
     "/{job_id}/cancel",
-    response_model=JobPublic,
+    response_model=JobOut,
     summary="Cancel a queued or running render",
     description=(
         "Stops the render and sets `live_status` to `cancelled`. Before any frame is rendered "
@@ -149,7 +149,7 @@ def cancel_job(
     storage: StorageDep,
     settings: SettingsDep,
     lifecycle: LifecycleDep,
-) -> JobPublic:
+) -> JobOut:
     ownership.owned_job(session, account, job_id)  # 404 / 403 with the service's messages
     account_id = account.id
     # End the request's transaction before the lifecycle takes the job's lock in its own: on
@@ -158,12 +158,12 @@ def cancel_job(
     session.rollback()
     lifecycle.cancel(job_id, account_id)
     session.expire_all()
-    return job_public(ownership.owned_job(session, account, job_id), storage, settings)
+    return job_out(ownership.owned_job(session, account, job_id), storage, settings)
 
 
 @router.get(
     "",
-    response_model=Page[JobPublic],
+    response_model=Page[JobOut],
     summary="List recent jobs for the account",
     responses=error_responses(400, 401, 500),
 )
@@ -173,6 +173,6 @@ def list_jobs(
     storage: StorageDep,
     settings: SettingsDep,
     window: PageDep,
-) -> Page[JobPublic]:
+) -> Page[JobOut]:
     page = jobs.list_jobs(session, account, window)
-    return Page[JobPublic].of(page, [job_public(j, storage, settings) for j in page.rows])
+    return Page[JobOut].of(page, [job_out(j, storage, settings) for j in page.rows])

@@ -17,11 +17,11 @@ from reframe.api.deps import (
 from reframe.api.errors import error_responses
 from reframe.api.schemas import (
     AccountOut,
-    ApiKeyCreated,
-    ApiKeyInfo,
+    ApiKeyCreatedOut,
+    ApiKeyOut,
     BalanceOut,
     LedgerEntryOut,
-    LedgerPage,
+    LedgerPageOut,
     MeOut,
 )
 from reframe.services import accounts, deletion, ledger
@@ -45,7 +45,7 @@ def read_me(account: CurrentAccount, session: SessionDep) -> MeOut:
         webhook_secret=webhook_secret,
         account=AccountOut(id=account.id, email=account.email, created_at=account.created_at),
         balance=balance_out(ledger.balance(session, account.id)),
-        api_key=ApiKeyInfo(
+        api_key=ApiKeyOut(
             prefix=key.prefix, created_at=key.created_at, last_used_at=key.last_used_at
         )
         if key
@@ -55,7 +55,7 @@ def read_me(account: CurrentAccount, session: SessionDep) -> MeOut:
 
 @router.get(
     "/ledger",
-    response_model=LedgerPage,
+    response_model=LedgerPageOut,
     summary="List where your credits went: grants, signup credit, charges, refunds, cancels",
     description=(
         "Every xecond in or out of your balance, newest first, paginated like GET /jobs "
@@ -69,21 +69,21 @@ def read_ledger(
     account: CurrentAccount,
     session: SessionDep,
     window: PageDep,
-) -> LedgerPage:
+) -> LedgerPageOut:
     page = ledger.history(session, account.id, window)
     items = [LedgerEntryOut.model_validate(line) for line in page.rows]
-    return LedgerPage.of(page, items, balance=balance_out(ledger.balance(session, account.id)))
+    return LedgerPageOut.of(page, items, balance=balance_out(ledger.balance(session, account.id)))
 
 
 @router.post(
     "/api-key",
-    response_model=ApiKeyCreated,
+    response_model=ApiKeyCreatedOut,
     summary="Create a new API key; the old one stops working",
 )
-def rotate_api_key(account: CurrentAccount, session: SessionDep) -> ApiKeyCreated:
+def rotate_api_key(account: CurrentAccount, session: SessionDep) -> ApiKeyCreatedOut:
     issued = accounts.rotate_key(session, account.id)
     session.commit()
-    return ApiKeyCreated(
+    return ApiKeyCreatedOut(
         api_key=issued.plaintext, prefix=issued.record.prefix, created_at=issued.record.created_at
     )
 

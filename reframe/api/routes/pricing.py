@@ -16,13 +16,13 @@ from reframe.api.schemas import (
     EstimateOut,
     EstimateVideoIn,
     EstimateVideoOut,
-    FreeCreditPolicy,
+    FreeCreditPolicyOut,
     LimitsOut,
-    OptionQuote,
-    PreviewPolicy,
+    OptionQuoteOut,
+    PreviewPolicyOut,
     PricingConfigOut,
-    VideoInfo,
-    VideoOptionQuote,
+    VideoInfoOut,
+    VideoOptionQuoteOut,
 )
 from reframe.config import Settings
 from reframe.db.models import CreditPool
@@ -33,8 +33,8 @@ from reframe.video import timing
 router = APIRouter(prefix="/pricing", tags=["pricing"])
 
 
-def _option(q: pricing.Quote) -> OptionQuote:
-    return OptionQuote(
+def _option(q: pricing.Quote) -> OptionQuoteOut:
+    return OptionQuoteOut(
         target_fps=int(q.target_fps),
         allowed=q.allowed,
         band=q.band,
@@ -104,7 +104,7 @@ def pricing_config(settings: SettingsDep) -> PricingConfigOut:
             source_fps_decimals=timing.SOURCE_FPS_DECIMALS,
             source_fps_rule=timing.source_fps_rule(),
         ),
-        free_credits=FreeCreditPolicy(
+        free_credits=FreeCreditPolicyOut(
             signup_xeconds=settings.free_xeconds_on_signup,
             free_renders_watermarked=True,
             paid_renders_clean=True,
@@ -114,7 +114,7 @@ def pricing_config(settings: SettingsDep) -> PricingConfigOut:
                 "xeconds (watermarked output)."
             ),
         ),
-        previews=PreviewPolicy(
+        previews=PreviewPolicyOut(
             free_per_day=settings.preview_free_per_day,
             default_seconds=previews.DEFAULT_SECONDS,
             max_seconds=previews.MAX_SECONDS,
@@ -187,7 +187,7 @@ def estimate_video(
             except InsufficientCredits:
                 pool = None
         options.append(
-            VideoOptionQuote(
+            VideoOptionQuoteOut(
                 **_option(q).model_dump(),
                 covered_by_balance=pool is not None,
                 payment_kind=pool,
@@ -199,7 +199,7 @@ def estimate_video(
     return EstimateVideoOut(
         r2_key=file.storage_key,
         project_id=file.project_id,
-        video=VideoInfo(
+        video=VideoInfoOut(
             duration_sec=duration,
             fps=fps,
             fps_fraction=probe.get("fps_fraction"),

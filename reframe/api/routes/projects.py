@@ -15,8 +15,8 @@ from reframe.api.deps import (
     StorageDep,
 )
 from reframe.api.errors import error_responses
-from reframe.api.presenters import project_public
-from reframe.api.schemas import DownloadOut, Page, ProjectPublic, ShareOut
+from reframe.api.presenters import project_out
+from reframe.api.schemas import DownloadOut, Page, ProjectOut, ShareOut
 from reframe.config import Settings
 from reframe.db.models import Project, Share
 from reframe.services import deletion, ownership, projects, shares
@@ -34,17 +34,17 @@ def share_page_url(settings: Settings, token: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/s/{token}"
 
 
-def _project_public(settings: Settings, project: Project, live: Share | None) -> ProjectPublic:
+def _project_out(settings: Settings, project: Project, live: Share | None) -> ProjectOut:
     if live is None:
-        return project_public(project, settings, None)
-    return project_public(
+        return project_out(project, settings, None)
+    return project_out(
         project, settings, share_url(settings, live.token), share_page_url(settings, live.token)
     )
 
 
 @router.get(
     "",
-    response_model=Page[ProjectPublic],
+    response_model=Page[ProjectOut],
     summary="List project history with inputs, outputs, and jobs",
     responses=error_responses(400, 401, 500),
 )
@@ -53,24 +53,24 @@ def list_projects(
     session: SessionDep,
     settings: SettingsDep,
     window: PageDep,
-) -> Page[ProjectPublic]:
+) -> Page[ProjectOut]:
     page = projects.list_projects(session, account, window)
-    items = [_project_public(settings, p, shares.active_share(session, p.id)) for p in page.rows]
-    return Page[ProjectPublic].of(page, items)
+    items = [_project_out(settings, p, shares.active_share(session, p.id)) for p in page.rows]
+    return Page[ProjectOut].of(page, items)
 
 
 @router.get(
     "/{project_id}",
-    response_model=ProjectPublic,
+    response_model=ProjectOut,
     summary="Read one project with its inputs, outputs, and jobs",
     responses=error_responses(401, 403, 404, 500),
 )
 def read_project(
     project_id: str, account: CurrentAccount, session: SessionDep, settings: SettingsDep
-) -> ProjectPublic:
+) -> ProjectOut:
     project = ownership.owned_project(session, account, project_id)
     live = shares.active_share(session, project.id)
-    return _project_public(settings, project, live)
+    return _project_out(settings, project, live)
 
 
 @router.get(

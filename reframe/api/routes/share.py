@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from reframe.api.deps import SessionDep, SettingsDep, StorageDep
 from reframe.api.errors import error_responses
 from reframe.api.presenters import shared_file
-from reframe.api.schemas import SharedProject
+from reframe.api.schemas import SharedProjectOut
 from reframe.db.models import FileStatus
 from reframe.services import shares
 
@@ -16,13 +16,13 @@ router = APIRouter(prefix="/share", tags=["share"])
 
 @router.get(
     "/{token}",
-    response_model=SharedProject,
+    response_model=SharedProjectOut,
     summary="Read a shared project without an API key",
     responses=error_responses(404, 500),
 )
 def read_share(
     token: str, session: SessionDep, storage: StorageDep, settings: SettingsDep
-) -> SharedProject:
+) -> SharedProjectOut:
     share = shares.live_share(session, token)
     project = share.project
     files = []
@@ -31,4 +31,4 @@ def read_share(
         if f.status is not FileStatus.READY:
             continue
         files.append(shared_file(f, shares.file_url(storage, settings, share, f)))
-    return SharedProject(name=project.name, created_at=project.created_at, files=files)
+    return SharedProjectOut(name=project.name, created_at=project.created_at, files=files)

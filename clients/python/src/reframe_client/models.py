@@ -121,7 +121,7 @@ class Balance:
 
 @dataclasses.dataclass(frozen=True)
 class ApiKeyInfo:
-    SCHEMA: ClassVar[str] = "ApiKeyInfo"
+    SCHEMA: ClassVar[str] = "ApiKeyOut"
     prefix: str
     created_at: datetime
     last_used_at: datetime | None
@@ -146,7 +146,7 @@ class Me:
 
 @dataclasses.dataclass(frozen=True)
 class NewApiKey:
-    SCHEMA: ClassVar[str] = "ApiKeyCreated"
+    SCHEMA: ClassVar[str] = "ApiKeyCreatedOut"
     api_key: str
     prefix: str
     created_at: datetime
@@ -190,7 +190,7 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True)
 class FreeCreditPolicy:
-    SCHEMA: ClassVar[str] = "FreeCreditPolicy"
+    SCHEMA: ClassVar[str] = "FreeCreditPolicyOut"
     signup_xeconds: int
     free_renders_watermarked: bool
     paid_renders_clean: bool
@@ -199,7 +199,7 @@ class FreeCreditPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class PreviewPolicy:
-    SCHEMA: ClassVar[str] = "PreviewPolicy"
+    SCHEMA: ClassVar[str] = "PreviewPolicyOut"
     free_per_day: int  # previews free per account per UTC day
     default_seconds: float
     max_seconds: float
@@ -221,7 +221,7 @@ class PricingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptionQuote:
-    SCHEMA: ClassVar[str] = "OptionQuote"
+    SCHEMA: ClassVar[str] = "OptionQuoteOut"
     target_fps: int
     allowed: bool
     band: str | None
@@ -242,7 +242,7 @@ class Estimate:
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-    SCHEMA: ClassVar[str] = "VideoInfo"
+    SCHEMA: ClassVar[str] = "VideoInfoOut"
     duration_sec: float
     fps: float
     width: int
@@ -259,7 +259,7 @@ class VideoInfo:
 
 @dataclasses.dataclass(frozen=True)
 class VideoOptionQuote(OptionQuote):
-    SCHEMA: ClassVar[str] = "VideoOptionQuote"
+    SCHEMA: ClassVar[str] = "VideoOptionQuoteOut"
     covered_by_balance: bool
     payment_kind: CreditPool | None
     watermarked: bool | None
@@ -297,7 +297,7 @@ class PresignedUpload:
 
 @dataclasses.dataclass(frozen=True)
 class FileInfo:
-    SCHEMA: ClassVar[str] = "FilePublic"
+    SCHEMA: ClassVar[str] = "FileOut"
     file_id: str
     role: FileRole
     status: FileStatus
@@ -316,7 +316,7 @@ class FileInfo:
 
 @dataclasses.dataclass(frozen=True)
 class JobSummary:
-    SCHEMA: ClassVar[str] = "JobSummary"
+    SCHEMA: ClassVar[str] = "JobSummaryOut"
     job_id: str
     live_status: JobStatus
     target_fps: int
@@ -329,7 +329,7 @@ class JobSummary:
 
 @dataclasses.dataclass(frozen=True)
 class Project:
-    SCHEMA: ClassVar[str] = "ProjectPublic"
+    SCHEMA: ClassVar[str] = "ProjectOut"
     project_id: str
     name: str
     created_at: datetime
@@ -363,7 +363,7 @@ class JobEvent:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    SCHEMA: ClassVar[str] = "JobPublic"
+    SCHEMA: ClassVar[str] = "JobOut"
     job_id: str
     project_id: str
     r2_key: str
@@ -406,7 +406,7 @@ class OutputInfo:
     quality as chosen (a CRF number or a preset name), the encoder's CRF or ProRes profile,
     and audio (copy or none)."""
 
-    SCHEMA: ClassVar[str] = "OutputPublic"
+    SCHEMA: ClassVar[str] = "OutputOut"
     container: str
     codec: str
     quality: int | str
@@ -417,7 +417,7 @@ class OutputInfo:
 
 @dataclasses.dataclass(frozen=True)
 class JobCreated:
-    SCHEMA: ClassVar[str] = "JobCreated"
+    SCHEMA: ClassVar[str] = "JobCreatedOut"
     job_id: str
     project_id: str
     live_status: JobStatus
@@ -441,13 +441,13 @@ class _Page:
 
 @dataclasses.dataclass(frozen=True)
 class JobPage(_Page):
-    SCHEMA: ClassVar[str] = "Page_JobPublic_"
+    SCHEMA: ClassVar[str] = "Page_JobOut_"
     items: list[Job]
 
 
 @dataclasses.dataclass(frozen=True)
 class ProjectPage(_Page):
-    SCHEMA: ClassVar[str] = "Page_ProjectPublic_"
+    SCHEMA: ClassVar[str] = "Page_ProjectOut_"
     items: list[Project]
 
 
@@ -465,7 +465,7 @@ class LedgerEntry:
 
 @dataclasses.dataclass(frozen=True)
 class LedgerPage(_Page):
-    SCHEMA: ClassVar[str] = "LedgerPage"
+    SCHEMA: ClassVar[str] = "LedgerPageOut"
     items: list[LedgerEntry]
     balance: Balance  # now; the sum of every entry on every page
 
@@ -485,7 +485,7 @@ class Share:
 
 @dataclasses.dataclass(frozen=True)
 class SharedFile:
-    SCHEMA: ClassVar[str] = "SharedFile"
+    SCHEMA: ClassVar[str] = "SharedFileOut"
     file_id: str
     role: FileRole
     filename: str
@@ -500,7 +500,7 @@ class SharedFile:
 
 @dataclasses.dataclass(frozen=True)
 class SharedProject:
-    SCHEMA: ClassVar[str] = "SharedProject"
+    SCHEMA: ClassVar[str] = "SharedProjectOut"
     name: str
     created_at: datetime
     files: list[SharedFile]
