@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
+from reframe.engine.timeline import as_fraction
 from reframe.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -43,8 +44,6 @@ def parse_fps(value: str | float | int | Fraction) -> Fraction:
     container writes it; a ratio is taken exactly. The sign is the caller's to judge (a render
     compares the target with the source's rate and says so).
     """
-    from reframe.engine.timeline import as_fraction
-
     try:
         if isinstance(value, str):
             text = value.strip()
@@ -157,6 +156,8 @@ class RenderOptions:
     # -- the engine's and encoder's own option objects --------------------------------------
 
     def encode(self, *, watermark: bool = False) -> EncodeOptions:
+        # The API, the dispatcher and `reframe --help` import this module; the encoder's and
+        # the scene detector's modules (numpy, PyAV) load only for a render.
         from reframe.video.encode import EncodeOptions
 
         return EncodeOptions(
@@ -164,7 +165,7 @@ class RenderOptions:
         )
 
     def scenes(self) -> SceneSettings:
-        from reframe.engine.scenes import SceneSettings
+        from reframe.engine.scenes import SceneSettings  # deferred like EncodeOptions above
 
         kwargs: dict[str, Any] = {
             "detect_cuts": self.scene_detect,

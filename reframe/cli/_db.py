@@ -8,6 +8,8 @@ to create one, which means it is probably not the running service's.
 
 from __future__ import annotations
 
+# Handlers import what they use when they run, so `reframe --help` and every other command
+# stay instant (see reframe/cli/__init__.py).
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING

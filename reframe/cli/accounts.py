@@ -8,6 +8,8 @@ service has ever started. Disabling, enabling and grants are audited (reframe.se
 
 from __future__ import annotations
 
+# Handlers import what they use when they run, so `reframe --help` and every other command
+# stay instant (see reframe/cli/__init__.py).
 import argparse
 import getpass
 import json

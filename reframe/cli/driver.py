@@ -8,6 +8,8 @@ status and refunds through the job driver, reframe.jobs.driver); `--input FILE -
 
 from __future__ import annotations
 
+# Handlers import what they use when they run, so `reframe --help` and every other command
+# stay instant (see reframe/cli/__init__.py).
 import argparse
 import json
 import logging

@@ -8,6 +8,8 @@ reads them) and in the ledger note, and running either again changes nothing.
 
 from __future__ import annotations
 
+# Handlers import what they use when they run, so `reframe --help` and every other command
+# stay instant (see reframe/cli/__init__.py).
 import argparse
 import json
 from typing import TYPE_CHECKING, Any

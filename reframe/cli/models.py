@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Handlers import what they use when they run, so `reframe --help` and every other command
+# stay instant (see reframe/cli/__init__.py).
 import argparse
 import json
 import sys

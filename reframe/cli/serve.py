@@ -6,6 +6,8 @@ same thing without blocking.
 
 from __future__ import annotations
 
+# Handlers import what they use when they run, so `reframe --help` and every other command
+# stay instant (see reframe/cli/__init__.py).
 import argparse
 import contextlib
 import os

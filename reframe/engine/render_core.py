@@ -42,8 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reframe.engine.scenes import analyze_video
 from reframe.engine.timeline import OutputFrame, Timeline, as_fraction, plan_timeline
 from reframe.errors import InvalidInput, RenderError
+from reframe.video.decode import iter_frames, read_video_info
+from reframe.video.encode import VideoWriter
+from reframe.video.mux import container_format
 from reframe.video.timing import (
     SOURCE_FPS_DECIMALS,
     StreamTiming,
@@ -300,8 +304,6 @@ def render_chunk(
     `render_depth` of the source's colour. The frames come out in order with their global
     output index.
     """
-    from reframe.video.decode import iter_frames
-
     span = timeline.source_span(start, stop)
     source = iter_frames(
         path,
@@ -360,9 +362,6 @@ def plan_render(
     length the probe priced. `demuxer`: the container format the probe found, so the render
     reads the file the way it was priced (None: detected, under the same whitelist).
     """
-    from reframe.engine.scenes import analyze_video
-    from reframe.video.decode import read_video_info
-
     fps = as_fraction(target_fps)
     info = read_video_info(path, demuxer=demuxer)
     analysis = analyze_video(path, scenes, demuxer=info.demuxer)
@@ -403,9 +402,6 @@ def render_file(
     The output is written to a temporary name next to `output` and moved into place only when
     complete, so a failed render never leaves a truncated file under the requested name.
     """
-    from reframe.video.encode import VideoWriter
-    from reframe.video.mux import container_format
-
     container_format(output)  # refuse an unknown extension before the analysis pass
     started = time.perf_counter()
     plan = plan or plan_render(source, target_fps, scenes=scenes)

@@ -32,8 +32,9 @@ from reframe.jobs.choices import RenderChoices
 from reframe.jobs.events import event_bus
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.jobs.progress import progress_store
+from reframe.pipeline.ray_pipeline import run_render
 from reframe.services import previews, uploads
-from reframe.storage import new_object_key
+from reframe.storage import build_storage, new_object_key
 from reframe.storage.base import ObjectPin
 
 if TYPE_CHECKING:
@@ -170,8 +171,6 @@ def discard_output(
     settings: Settings, sessions: sessionmaker[Session], output_file_id: str
 ) -> None:
     """Delete the stored bytes of an output its job refused (the row says why)."""
-    from reframe.storage import build_storage
-
     with sessions() as session:
         file = session.get(File, output_file_id)
         key = file.storage_key if file is not None and file.status is FileStatus.REJECTED else None
@@ -258,8 +257,6 @@ def render_stored_job(
 ) -> tuple[str, PipelineResult]:
     """Render `job` on the connected Ray cluster, store the output next to its project's input
     and register it as the project's output file; returns (file id, pipeline result)."""
-    from reframe.pipeline.ray_pipeline import run_render
-
     with (
         pinned_input(storage, job) as pin,
         tempfile.TemporaryDirectory(prefix="reframe-job-") as tmp,

@@ -21,15 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reframe.engine.render_core import render_chunk, render_depth
+from reframe.engine.weights import resolve_weights
 from reframe.errors import RenderError
 from reframe.logs import LogSetup
 from reframe.pipeline.plan import Chunk
 from reframe.pipeline.progress import ChunkReporter
+from reframe.sched import yield_to_the_api
+from reframe.storage import StorageConfig
+from reframe.video.encode import VideoWriter
 
 if TYPE_CHECKING:
     from reframe.config import Settings
     from reframe.engine.timeline import Timeline
-    from reframe.storage import Storage, StorageConfig
+    from reframe.storage import Storage
     from reframe.storage.base import ObjectPin
     from reframe.video.decode import ColorInfo
     from reframe.video.encode import EncodeOptions
@@ -77,8 +82,6 @@ class WorkerConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
-        from reframe.storage import StorageConfig
-
         return cls(
             storage=StorageConfig.from_settings(settings),
             model_dir=settings.model_dir,
@@ -135,9 +138,9 @@ class ChunkRenderer:
     """Ray Data callable class: `__call__` takes a batch of chunk rows (dict of arrays)."""
 
     def __init__(self, spec: RenderSpec) -> None:
+        # torch loads in the actor that renders, not in the driver that imports this module to
+        # build the actor pool.
         from reframe.engine.inference import Interpolator
-        from reframe.engine.weights import resolve_weights
-        from reframe.sched import yield_to_the_api
 
         spec.logging.apply("actor")
         worker = spec.worker
@@ -203,9 +206,6 @@ class ChunkRenderer:
         }
 
     def render(self, chunk: Chunk) -> dict[str, Any]:
-        from reframe.engine.render_core import render_chunk, render_depth
-        from reframe.video.encode import VideoWriter
-
         started_at = time.time()  # wall clock, comparable with the driver's
         started = time.perf_counter()
         spec = self.spec

@@ -21,12 +21,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reframe.engine.render_core import default_batch_size, plan_render
 from reframe.errors import InvalidMedia, RenderError
 from reframe.pipeline.actors import ChunkRenderer, EngineOptions, RenderSpec, WorkerConfig
 from reframe.pipeline.cluster import reservable_memory
 from reframe.pipeline.plan import Chunk, plan_timeline_chunks
 from reframe.pipeline.progress import ProgressCallback, ProgressMonitor, ReadyCallback, start_hub
 from reframe.sched import available_cpus
+from reframe.video.media import open_media
 from reframe.video.mux import Segment, container_format, stitch_segments
 
 if TYPE_CHECKING:
@@ -83,6 +85,8 @@ def actor_memory_bytes(options: RenderOptions, width: int, height: int) -> int:
     """What each actor reserves in Ray's scheduler, so that a node is never packed with more
     actors than its memory holds: as configured, else the measured model of an actor at this
     picture size (network peak with its default forward batch, plus the actor's overhead)."""
+    # engine.inference imports torch (2 s): the render driver, which only plans and stitches,
+    # loads it only for this estimate.
     from reframe.engine.inference import cpu_peak_bytes
 
     if options.actor_memory_bytes is not None:
@@ -144,8 +148,6 @@ def keyframe_indices(
     Reads packet headers only; chunk seams prefer these so that no actor decodes a GOP head
     only to throw it away. `demuxer`: the source's container format (`VideoInfo.demuxer`).
     """
-    from reframe.video.media import open_media
-
     index_of = {int(p): i for i, p in enumerate(frame_pts)}
     with open_media(path, demuxer=demuxer) as container:
         if not container.streams.video:
@@ -232,8 +234,6 @@ def run_render(
     """
     import ray
     from ray.data import ActorPoolStrategy
-
-    from reframe.engine.render_core import default_batch_size, plan_render
 
     container_format(output)  # refuse an unknown extension before any work
     if not ray.is_initialized():

@@ -201,6 +201,7 @@ def sweep_deleted_files(
     deleted projects whose keys are still recorded had bytes to delete again, either because a
     delete failed or because their upload URL could still be used then (an S3 URL cannot be
     revoked). Once the URL is past its lifetime, the bytes go and the keys are forgotten."""
+    # deletion imports this module (delete_file_bytes): a cycle at the top.
     from reframe.services.deletion import purge_file
 
     report = report or SweepReport()

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from reframe.errors import InvalidInput, InvalidMedia
+from reframe.video.media import open_media
 from reframe.video.timing import header_length
 
 # FFmpeg enum values (AVColorSpace, AVColorRange, ...) as stored in files.
@@ -127,8 +128,6 @@ class DecodedFrame:
 
 
 def _open(path: Path, demuxer: str | None) -> Any:
-    from reframe.video.media import open_media
-
     container = open_media(path, demuxer=demuxer)
     if not container.streams.video:
         container.close()
