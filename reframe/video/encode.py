@@ -328,11 +328,16 @@ class VideoWriter:
 
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le")
         if self.options.codec == "prores":
-            return frame.reformat(
+            out = frame.reformat(
                 format=self.options.pix_fmt,
                 dst_colorspace=self.color.conversion_matrix(self.height),
                 dst_color_range=self.color.conversion_range(),
             )
+            # prores_ks writes each frame header's colour description from the frame itself,
+            # not from the stream: without these a PQ picture would be read as unspecified.
+            out.color_primaries = self.color.primaries
+            out.color_trc = self.color.transfer
+            return out
         if self.options.lossless:
             return frame.reformat(format=DEEP_LOSSLESS_PIX_FMT)
         return frame.reformat(
@@ -377,6 +382,9 @@ class VideoWriter:
                 dst_colorspace=self.color.conversion_matrix(self.height),
                 dst_color_range=self.color.conversion_range(),
             )
+            if self.options.codec == "prores":  # the frame carries its tags (`_deep_frame`)
+                frame.color_primaries = self.color.primaries
+                frame.color_trc = self.color.transfer
         elif self.options.codec == "hevc":
             frame = frame.reformat(format="gbrp")
         return frame

@@ -144,3 +144,26 @@ def test_an_8_bit_source_still_renders_8_bit_h264(tmp_path: Path) -> None:
         "MASTERING_DISPLAY_METADATA",
         "CONTENT_LIGHT_LEVEL",
     }
+
+
+def test_hdr_source_asked_for_prores_keeps_10_bits_in_prores(tmp_path: Path) -> None:
+    # ProRes is 10-bit itself: the deep frames go to it rather than being forced to HEVC.
+    clip = make_hdr_clip(tmp_path / "src.mp4", transfer="pq")
+    out = tmp_path / "out.mov"
+    render_file(clip, out, 48, BlendInterpolator(), encode=EncodeOptions(codec="prores"))
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "prores"
+        assert stream.codec_context.pix_fmt == "yuv422p10le"
+    color = read_video_info(out).color
+    assert (color.primaries, color.transfer, color.matrix, color.bit_depth) == (
+        PRIMARIES_BT2020,
+        TRANSFER["pq"],
+        MATRIX_BT2020_NCL,
+        10,
+    )
+    stored = planes(out)
+    assert len(stored) == 24
+    for k in range(1, 23, 2):
+        counts = level_counts(stored[k])
+        assert min(counts) > 256, f"synthesized frame {k} has {counts} levels per plane"
