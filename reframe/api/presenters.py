@@ -2,7 +2,7 @@
 
 Each response model reads its fields off the row (`RowModel`, `from_attributes`); what is not
 an attribute of the row (a value inside the probe, a fresh URL, a computed refund) is laid over
-it with `_With`, so no field is copied by hand.
+it with `Overlay`, so no field is copied by hand.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from reframe.services.sweep import file_expires_at
 from reframe.storage.base import Storage
 
 
-class _With:
+class Overlay:
     """`row`'s attributes with `values` laid over them: what a response model validates from."""
 
     def __init__(self, row: object, **values: Any) -> None:
@@ -49,12 +49,12 @@ def _probed(file: File) -> dict[str, Any]:
 
 def file_out(file: File, settings: Settings) -> FileOut:
     return FileOut.model_validate(
-        _With(file, expires_at=file_expires_at(file, settings), **_probed(file))
+        Overlay(file, expires_at=file_expires_at(file, settings), **_probed(file))
     )
 
 
 def shared_file(file: File, url: str) -> SharedFileOut:
-    return SharedFileOut.model_validate(_With(file, url=url, **_probed(file)))
+    return SharedFileOut.model_validate(Overlay(file, url=url, **_probed(file)))
 
 
 def _preview_fields(job: Job) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def _preview_fields(job: Job) -> dict[str, Any]:
 
 
 def job_created(accepted: AcceptedJob) -> JobCreatedOut:
-    return JobCreatedOut.model_validate(_With(accepted, **_preview_fields(accepted.job)))
+    return JobCreatedOut.model_validate(Overlay(accepted, **_preview_fields(accepted.job)))
 
 
 def output_out(job: Job, settings: Settings) -> tuple[OutputOut, int | None]:
@@ -74,14 +74,8 @@ def output_out(job: Job, settings: Settings) -> tuple[OutputOut, int | None]:
         job.target_fps, default_codec=settings.render_codec, default_crf=settings.render_crf
     )
     fmt = resolved.format
-    out = OutputOut(
-        container=fmt.container,
-        codec=fmt.codec,
-        quality=resolved.quality,
-        crf=fmt.crf,
-        prores_profile=fmt.prores_profile,
-        audio="copy" if fmt.audio else "none",
-    )
+    audio = "copy" if fmt.audio else "none"
+    out = OutputOut.model_validate(Overlay(fmt, quality=resolved.quality, audio=audio))
     return out, choices.playback_fps
 
 
@@ -92,7 +86,7 @@ def job_out(job: Job, storage: Storage, settings: Settings) -> JobOut:
     if job.status is JobStatus.DONE and output is not None and output.status is FileStatus.READY:
         output_url = file_url(storage, settings, output)
     return JobOut.model_validate(
-        _With(
+        Overlay(
             job,
             output_url=output_url,
             output=output_format,
@@ -107,7 +101,7 @@ def job_out(job: Job, storage: Storage, settings: Settings) -> JobOut:
 
 def job_summary(job: Job) -> JobSummaryOut:
     return JobSummaryOut.model_validate(
-        _With(job, preview=previews.preview_seconds_of(job.render_options) is not None)
+        Overlay(job, preview=previews.preview_seconds_of(job.render_options) is not None)
     )
 
 
@@ -119,7 +113,7 @@ def project_out(
 ) -> ProjectOut:
     files = [file_out(f, settings) for f in project.files]
     return ProjectOut.model_validate(
-        _With(
+        Overlay(
             project,
             inputs=[f for f in files if f.role is FileRole.INPUT],
             outputs=[f for f in files if f.role is FileRole.OUTPUT],

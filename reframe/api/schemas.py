@@ -238,7 +238,7 @@ class ApiKeyCreatedOut(BaseModel):
 # --- pricing ----------------------------------------------------------------------------------
 
 
-class BandOut(BaseModel):
+class BandOut(RowModel):
     name: str = Field(examples=["smooth"])
     label: str
     min_fps: int
@@ -254,7 +254,7 @@ class CreditPackOut(BaseModel):
     currency: str
 
 
-class LimitsOut(BaseModel):
+class LimitsOut(RowModel):
     max_upload_bytes: int = Field(examples=[262144000])
     max_duration_sec: float = Field(examples=[120.0])
     min_target_fps: int
@@ -580,7 +580,7 @@ class OutputIn(RequestModel):
     audio: Literal["copy", "none"] = Field(default="copy", description=_AUDIO_DOC)
 
 
-class OutputOut(BaseModel):
+class OutputOut(RowModel):
     """The output a job renders: what was chosen, with the defaults filled in."""
 
     container: Container

@@ -287,17 +287,7 @@ class VideoWriter:
             codec_opts["x265-params"] = ":".join(x265)
             codec_opts["tag"] = "hvc1"  # Apple players need hvc1 to play HEVC in MP4
         stream.options = codec_opts
-        if opts.threads:
-            stream.codec_context.thread_count = opts.threads
-        cc = stream.codec_context
-        cc.time_base = self._tb
-        cc.color_range = self.color.range if not opts.lossless else RANGE_FULL
-        cc.color_primaries = self.color.primaries
-        cc.color_trc = self.color.transfer
-        cc.colorspace = MATRIX_RGB if opts.lossless else self.color.matrix
-        if rotation % 360:
-            stream.set_display_rotation(rotation)
-        return stream
+        return self._describe(stream, rotation)
 
     def _add_deep_video_stream(self, rotation: int) -> Any:
         """10-bit HEVC for a >8-bit source, tagged like the source and carrying its HDR SEI."""
@@ -310,6 +300,11 @@ class VideoWriter:
         x265.append("lossless=1" if opts.lossless else f"crf={opts.crf}")
         x265.extend(hdr_x265_params(self.color))
         stream.options = {"preset": opts.preset, "x265-params": ":".join(x265), "tag": "hvc1"}
+        return self._describe(stream, rotation)
+
+    def _describe(self, stream: Any, rotation: int) -> Any:
+        """Threads, time base, the colour description and the rotation, for either stream."""
+        opts = self.options
         if opts.threads:
             stream.codec_context.thread_count = opts.threads
         cc = stream.codec_context

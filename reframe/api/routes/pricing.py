@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from reframe.api.deps import CurrentAccount, SessionDep, SettingsDep, StorageDep
 from reframe.api.errors import error_responses
+from reframe.api.presenters import Overlay
 from reframe.api.routes.me import balance_out
 from reframe.api.schemas import (
     BandOut,
@@ -83,26 +84,14 @@ def _quotes(
 def pricing_config(settings: SettingsDep) -> PricingConfigOut:
     return PricingConfigOut(
         formula="charged_xeconds = ceil(duration_sec) x band multiplier",
-        bands=[
-            BandOut(
-                name=b.name,
-                label=b.label,
-                min_fps=b.min_fps,
-                max_fps=b.max_fps,
-                multiplier=b.multiplier,
-            )
-            for b in pricing.BANDS
-        ],
+        bands=[BandOut.model_validate(b) for b in pricing.BANDS],
         credit_packs=[CreditPackOut(**p.model_dump()) for p in settings.credit_packs],
-        limits=LimitsOut(
-            max_upload_bytes=settings.max_upload_bytes,
-            max_duration_sec=settings.max_duration_sec,
-            min_target_fps=settings.min_target_fps,
-            max_target_fps=settings.max_target_fps,
-            upload_url_ttl_sec=settings.upload_url_ttl_sec,
-            download_url_ttl_sec=settings.download_url_ttl_sec,
-            source_fps_decimals=timing.SOURCE_FPS_DECIMALS,
-            source_fps_rule=timing.source_fps_rule(),
+        limits=LimitsOut.model_validate(
+            Overlay(
+                settings,
+                source_fps_decimals=timing.SOURCE_FPS_DECIMALS,
+                source_fps_rule=timing.source_fps_rule(),
+            )
         ),
         free_credits=FreeCreditPolicyOut(
             signup_xeconds=settings.free_xeconds_on_signup,
