@@ -607,6 +607,13 @@ class JobCreateIn(RequestModel):
                     "playback_fps": 30,
                     "output": {"container": "mov", "codec": "prores", "quality": "high"},
                 },
+                {
+                    "r2_key": _KEY_EXAMPLE,
+                    "project_id": "9c1e...",
+                    "target_fps": 120,
+                    "preview": True,
+                    "preview_seconds": 3,
+                },
             ]
         }
     )
