@@ -70,7 +70,7 @@ class StandInPipeline:
 @pytest.fixture
 def pipeline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> StandInPipeline:
     stand_in = StandInPipeline(make_clip(tmp_path / "rendered.mp4", frames=12, fps=48))
-    monkeypatch.setattr("reframe.pipeline.ray_pipeline.run_render", stand_in)
+    monkeypatch.setattr("reframe.jobs.driver.run_render", stand_in)
     return stand_in
 
 
