@@ -15,6 +15,7 @@ import pytest
 from reframe.cli.serve import RunningService, settings_for, start_service
 from reframe.db import make_engine, make_sessionmaker
 from reframe.services import accounts
+from tests.fixtures.cluster import free_port as _free_port
 from tests.fixtures.media import make_clip
 
 
@@ -27,13 +28,6 @@ def test_public_url_follows_host_and_port_unless_configured(
     assert settings_for("127.0.0.1", 8000).public_base_url == "http://127.0.0.1:8000"
     monkeypatch.setenv("REFRAME_PUBLIC_BASE_URL", "http://localhost:7000")
     assert settings_for(everywhere, 9001).public_base_url == "http://localhost:7000"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,13 +26,7 @@ from reframe.cli.haproxy import (
 )
 from reframe.cli.serve import ray_serve_environment
 from reframe.config import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.fixtures.cluster import free_port as _free_port
 
 
 def ray_config(folder: Path, *, host: str, port: int, stats: int, metrics: int) -> Path:

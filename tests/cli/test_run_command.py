@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import av
 import httpx
 import pytest
 
+from tests.fixtures.cluster import free_port
 from tests.fixtures.media import make_clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,13 +33,6 @@ def readme_workflow(api: str, key: str) -> str:
     block, found_key = re.subn(r"^KEY=.*$", f"KEY={key}", block, count=1, flags=re.M)
     assert found_api == found_key == 1, "the README's workflow no longer sets API= and KEY="
     return "set -euo pipefail\n" + block
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Service:

@@ -73,10 +73,13 @@ def gpu_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
         yield head
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def gpu_service(
     gpu_head: RayHead, tmp_path_factory: pytest.TempPathFactory, rife_weights: Path
 ) -> Iterator[ReframeService]:
+    # Stopped after its test: while it served, the `serve deploy` test's requests were at
+    # times answered by this service (a key it had never seen: 401), so two Serve
+    # applications never run side by side here.
     work = tmp_path_factory.mktemp("gpu-service")
     env = service_env(gpu_head, work, **render_settings(rife_weights))
     with reframe_service(env, work / "service.log") as service:
