@@ -9,7 +9,7 @@ Deleting a project, in this order:
 2. Its waiting and running jobs are cancelled through `JobLifecycle.cancel`, the owner's
    cancel: the usual refund, at most once, because the lifecycle refunds only under the job's
    lock and never for a job that already ended.
-3. Every file's bytes are deleted through the storage interface (sweep.delete_file_bytes, the
+3. Every file's bytes are deleted through the storage interface (erasure.delete_file_bytes, the
    sweeper's own step) and the row keeps nothing of the customer's: no name, probe, hash or key.
 
 Rows stay as tombstones: jobs and the append-only ledger point at them, and the ledger is kept
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from reframe.config import Settings
 from reframe.db.base import utcnow
@@ -33,7 +32,6 @@ from reframe.db.models import (
     Account,
     ApiKey,
     File,
-    FileRole,
     FileStatus,
     Job,
     JobStatus,
@@ -46,7 +44,7 @@ from reframe.db.session import lock_account
 from reframe.errors import Conflict, InvalidInput, NotFound
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.services import accounts, audit, ownership
-from reframe.services.sweep import DELETED_KEY_PREFIX, delete_file_bytes
+from reframe.services.erasure import project_deleted, purge_file
 from reframe.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -73,29 +71,6 @@ class ProjectDeletion:
 class AccountClosure:
     account_id: str
     projects: list[ProjectDeletion] = field(default_factory=list)
-
-
-def project_deleted(project_id: str) -> NotFound:
-    return NotFound(
-        f"project {project_id} was deleted by its owner; its files, download URLs and share "
-        "links are gone"
-    )
-
-
-def ensure_live_project(session: Session, account_id: str, project_id: str) -> None:
-    """Refuse a project that was deleted: what the caller is about to attach in this
-    transaction would outlive the deletion.
-
-    A share lock on the account row (PostgreSQL; SQLite's write lock does the same) waits for a
-    deletion that is marking the project (it holds that row's update lock) and keeps the next
-    one from marking it until this transaction ends. The account row, not the project's: the
-    insert that follows takes key-share locks on both rows, and a lock on the project taken
-    before the account's would deadlock against a spender holding the account's lock.
-    """
-    session.execute(select(Account.id).where(Account.id == account_id).with_for_update(read=True))
-    deleted_at = session.scalar(select(Project.deleted_at).where(Project.id == project_id))
-    if deleted_at is not None:
-        raise project_deleted(project_id)
 
 
 def _fresh_transaction(session: Session) -> None:
@@ -197,44 +172,6 @@ def delete_project(
         result.pending_files,
     )
     return result
-
-
-def purge_file(
-    sessions: sessionmaker[Session],
-    storage: Storage,
-    settings: Settings,
-    file_id: str,
-    *,
-    now: datetime | None = None,
-) -> bool:
-    """Delete the stored bytes of one file of a deleted project; True once they are gone for
-    good and the row names no object any more.
-
-    False when the bytes were deleted but its upload URL could still put some back (an input
-    presigned less than REFRAME_UPLOAD_URL_TTL_SEC ago): the key is kept for the sweeper.
-    Raises what the storage raised; the row is left as it was, for the sweeper to retry.
-    """
-    with sessions() as session:
-        row = session.execute(
-            select(File.storage_key, File.pinned_key, File.role, File.created_at).where(
-                File.id == file_id
-            )
-        ).one_or_none()
-    if row is None or row.storage_key.startswith(DELETED_KEY_PREFIX):
-        return True
-    delete_file_bytes(storage, row.storage_key, row.pinned_key)
-    writable_until = row.created_at + timedelta(seconds=settings.upload_url_ttl_sec)
-    if row.role is FileRole.INPUT and writable_until > (now or utcnow()):
-        return False
-    with sessions() as session:
-        session.execute(
-            update(File)
-            .where(File.id == file_id, File.storage_key == row.storage_key)
-            .values(storage_key=f"{DELETED_KEY_PREFIX}{file_id}", pinned_key=None)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-    return True
 
 
 def check_confirmation(account: Account, confirm: str | None) -> None:

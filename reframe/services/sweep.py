@@ -24,13 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from reframe.config import Settings
 from reframe.db.base import utcnow
 from reframe.db.models import File, FileRole, FileStatus, Job, JobStatus, Project
+from reframe.services.erasure import DELETED_KEY_PREFIX, delete_file_bytes, purge_file
 from reframe.storage.base import Storage
 
 log = logging.getLogger(__name__)
-
-# A file row whose bytes are gone for good names no object any more: its keys become this
-# prefix plus its id (unique, like the keys), so no later delete or lookup can reach an object.
-DELETED_KEY_PREFIX = "deleted/"
 
 # A job in any of these still needs its input's bytes (the lifecycle's non-terminal states).
 _NEEDS_INPUT = [s for s in JobStatus if not s.is_terminal]
@@ -115,18 +112,6 @@ def sweep_abandoned_uploads(
     return report
 
 
-def delete_file_bytes(storage: Storage, storage_key: str, pinned_key: str | None) -> None:
-    """Delete every stored object of one file row; deleting a missing one is not an error.
-
-    A verified input's bytes are its pinned copy (reframe.services.uploads); the upload key
-    goes too, where an S3 client may have PUT again after pricing. The one byte-deleting step
-    of the sweeper and of customer deletion (reframe.services.deletion).
-    """
-    for stored in (pinned_key, storage_key):
-        if stored:
-            storage.delete(stored)
-
-
 def file_expires_at(file: File, settings: Settings) -> datetime | None:
     """When the sweeper deletes this file's bytes: None once they are gone (or never were)."""
     if file.status is FileStatus.PENDING:
@@ -201,9 +186,6 @@ def sweep_deleted_files(
     deleted projects whose keys are still recorded had bytes to delete again, either because a
     delete failed or because their upload URL could still be used then (an S3 URL cannot be
     revoked). Once the URL is past its lifetime, the bytes go and the keys are forgotten."""
-    # deletion imports this module (delete_file_bytes): a cycle at the top.
-    from reframe.services.deletion import purge_file
-
     report = report or SweepReport()
     cutoff = (now or utcnow()) - timedelta(seconds=settings.upload_url_ttl_sec)
     with sessions() as session:

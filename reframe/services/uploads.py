@@ -30,6 +30,7 @@ from reframe.errors import (
     TooLarge,
 )
 from reframe.services import pricing
+from reframe.services.erasure import ensure_live_project
 from reframe.storage.base import (
     OPAQUE_TYPE,
     ObjectPin,
@@ -186,9 +187,6 @@ def register_output(
     the stored bytes. The account row's lock orders this against the deletion, which deletes
     the bytes of every output registered before it (reframe.services.deletion).
     """
-    # deletion imports this module: a cycle at the top.
-    from reframe.services.deletion import ensure_live_project
-
     ensure_live_project(session, job.account_id, job.project_id)
     return add_file(
         session,

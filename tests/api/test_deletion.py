@@ -23,7 +23,8 @@ from reframe.db.session import make_sessionmaker
 from reframe.errors import NotFound
 from reframe.jobs.lifecycle import JobLifecycle
 from reframe.services import ledger, uploads
-from reframe.services.sweep import DELETED_KEY_PREFIX, sweep
+from reframe.services.erasure import DELETED_KEY_PREFIX
+from reframe.services.sweep import sweep
 from tests.fixtures.app import ApiFactory, ApiHarness, auth, finish_with_output, path_and_query
 from tests.fixtures.media import make_clip
 
