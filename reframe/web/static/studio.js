@@ -655,7 +655,20 @@
     newer.addEventListener("click", () => go(ledgerState.offset - LEDGER_PAGE));
   }
 
+  // A page that navigates to the dashboard after doing something leaves the news here, so it
+  // survives the navigation without a query string to craft or a server round trip.
+  const NOTICE_KEY = "reframe-notice";
+  function showCarriedNotice() {
+    const message = sessionStorage.getItem(NOTICE_KEY);
+    if (!message) return;
+    sessionStorage.removeItem(NOTICE_KEY);
+    const box = document.getElementById("page-notice");
+    box.textContent = message;
+    box.classList.remove("hidden");
+  }
+
   async function initDashboard() {
+    showCarriedNotice();
     initKeyButton();
     initUpload();
     initRender();
@@ -863,6 +876,29 @@
     });
   }
 
+  function initDelete() {
+    const button = document.getElementById("project-delete");
+    button.addEventListener("click", async () => {
+      const name = (projectState.project && projectState.project.name) || "this project";
+      const question = `Delete “${name}” with its clips, renders and review link? This cannot be undone. Renders still queued or running are cancelled and refunded.`;
+      if (!window.confirm(question)) return;
+      button.disabled = true;
+      setText("delete-status", "Deleting…");
+      try {
+        await api("DELETE", `/projects/${encodeURIComponent(projectState.id)}`);
+      } catch (error) {
+        button.disabled = false;
+        setText("delete-status", error.message);
+        return;
+      }
+      // Stop polling the project's jobs: their project is gone.
+      for (const timer of projectState.timers.values()) window.clearTimeout(timer);
+      projectState.timers.clear();
+      sessionStorage.setItem(NOTICE_KEY, `Deleted “${name}”: its files, renders and review link are gone.`);
+      window.location.assign("/studio#history");
+    });
+  }
+
   async function loadProject(renderJobs = true) {
     const project = await api("GET", `/projects/${encodeURIComponent(projectState.id)}`);
     projectState.project = project;
@@ -889,6 +925,7 @@
   async function initProject() {
     projectState.id = document.getElementById("project-name").dataset.projectId;
     initShare();
+    initDelete();
     initCopyButtons();
     try {
       await loadProject(true);
