@@ -109,6 +109,10 @@ class Account(Base):
     # are revoked, its email replaced by a placeholder, its projects deleted; the row and its
     # ledger stay for accounting.
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A keyed digest of the email the account had when it was closed (accounts.email_digest):
+    # the address itself is scrubbed, but a new signup with it must not get the signup gift a
+    # second time.
+    closed_email_digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="account")
 

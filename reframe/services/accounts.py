@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,8 @@ from reframe.db.models import Account, ApiKey, CreditPool, LedgerReason
 from reframe.db.session import lock_account
 from reframe.errors import AccountDisabled, Conflict, InvalidInput, NotFound, Unauthorized
 from reframe.services import audit, ledger
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "rf_live_"
 KEY_RANDOM_BYTES = 32
@@ -66,6 +69,27 @@ def normalize_email(email: str) -> str:
     return cleaned
 
 
+# Domain separation: the secret key signs other things too (share tokens, sessions).
+_DIGEST_LABEL = b"reframe.closed-account-email\0"
+
+
+def email_digest(settings: Settings, address: str) -> str:
+    """A keyed digest of a normalized email, kept when an account is closed.
+
+    Keyed (HMAC with the service's secret) rather than a bare hash: emails are guessable, and a
+    bare sha256 of one would undo the erasure for anyone holding a list of addresses. Rotating
+    REFRAME_SECRET_KEY forgets the closed addresses (their owners could claim the gift again).
+    """
+    message = _DIGEST_LABEL + address.encode()
+    return hmac.new(settings.secret_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def had_closed_account(session: Session, settings: Settings, address: str) -> bool:
+    digest = email_digest(settings, address)
+    found = session.scalar(select(Account.id).where(Account.closed_email_digest == digest).limit(1))
+    return found is not None
+
+
 def _mint_key(session: Session, account_id: str) -> IssuedKey:
     plaintext = KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
     record = ApiKey(
@@ -81,11 +105,22 @@ def _mint_key(session: Session, account_id: str) -> IssuedKey:
 def create_account(
     session: Session, settings: Settings, email: str, *, free_xeconds: int | None = None
 ) -> tuple[Account, IssuedKey]:
-    """A new account with its first API key and its signup gift of free xeconds."""
+    """A new account with its first API key and its signup gift of free xeconds.
+
+    The gift is once per address: an address whose earlier account was closed (DELETE /me) may
+    sign up again, without a second gift, or closing and signing up would mint free xeconds
+    without end. `free_xeconds` (an operator's explicit amount) is given as asked.
+    """
     address = normalize_email(email)
     if session.scalar(select(Account.id).where(Account.email == address)) is not None:
         raise Conflict(f"an account with email {address} already exists")
-    gift = settings.free_xeconds_on_signup if free_xeconds is None else free_xeconds
+    if free_xeconds is not None:
+        gift = free_xeconds
+    elif had_closed_account(session, settings, address):
+        gift = 0
+        log.info("signup gift withheld: this address had an account that was closed")
+    else:
+        gift = settings.free_xeconds_on_signup
     if gift < 0:
         raise InvalidInput(f"free xeconds cannot be negative; got {gift}")
     account = Account(email=address)

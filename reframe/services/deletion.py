@@ -244,6 +244,9 @@ def close_account(
 
     try:
         locked = lock_account(session, account_id)
+        # In the same commit as the scrub, so a signup that finds the address free also finds
+        # that it had an account (reframe.services.accounts.create_account).
+        locked.closed_email_digest = accounts.email_digest(settings, locked.email)
         locked.email = f"closed-{account_id}@{CLOSED_EMAIL_DOMAIN}"
         locked.password_hash = None
         locked.webhook_secret = None

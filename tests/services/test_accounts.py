@@ -42,6 +42,38 @@ def test_signup_gift_follows_settings(db: TestDatabase) -> None:
         assert ledger.balance(s, b.id).total == 0
 
 
+def test_an_address_of_a_closed_account_gets_no_second_gift(db: TestDatabase) -> None:
+    """The rule on both databases; tests/web/test_auth.py runs the whole attack through
+    DELETE /me."""
+    settings = Settings(free_xeconds_on_signup=7)
+    with db.session() as s:
+        first, _ = accounts.create_account(s, settings, "back@example.com")
+        # What reframe.services.deletion.close_account leaves behind.
+        first.closed_email_digest = accounts.email_digest(settings, "back@example.com")
+        first.email = f"closed-{first.id}@closed.invalid"
+        s.commit()
+        again, _ = accounts.create_account(s, settings, "Back@Example.com")
+        granted, _ = accounts.create_account(s, settings, "back@example.org")
+        s.commit()
+        assert ledger.balance(s, again.id).total == 0
+        assert ledger.balance(s, granted.id).free == 7
+        # An operator's explicit amount is theirs to give.
+        again.email = "moved@closed.invalid"
+        s.commit()
+        operator, _ = accounts.create_account(s, settings, "back@example.com", free_xeconds=5)
+        s.commit()
+        assert ledger.balance(s, operator.id).free == 5
+
+
+def test_email_digest_is_keyed_and_reveals_no_address() -> None:
+    one = accounts.email_digest(Settings(secret_key="a" * 40), "who@example.com")
+    other = accounts.email_digest(Settings(secret_key="b" * 40), "who@example.com")
+    assert one != other
+    assert one != hashlib.sha256(b"who@example.com").hexdigest()
+    assert "who" not in one
+    assert len(one) == 64
+
+
 def test_rotation_revokes_in_the_same_transaction(db: TestDatabase) -> None:
     with db.session() as s:
         account, first = accounts.create_account(s, Settings(), "r@example.com")

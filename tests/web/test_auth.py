@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from reframe.db.base import utcnow
-from reframe.db.models import Account, WebSession
+from reframe.db.models import Account, LedgerEntry, LedgerReason, WebSession
 from reframe.services import web_auth
 from tests.fixtures.app import ApiHarness, auth, make_app, make_settings
 
@@ -261,3 +262,36 @@ def test_cookies_are_secure_when_the_public_url_is_https(api: ApiHarness) -> Non
         assert resp.status_code == 303
         assert "Secure" in resp.headers["set-cookie"]
         assert "HttpOnly" in resp.headers["set-cookie"]
+
+
+def test_closing_and_signing_up_again_does_not_mint_a_second_signup_gift(
+    api: ApiHarness,
+) -> None:
+    """Attack: sign up (free xeconds), close the account (DELETE /me), sign up again with the
+    same address, repeat. Each round would hand out a fresh gift for nothing."""
+    gift = api.settings.free_xeconds_on_signup
+    assert gift > 0
+    client = api.client
+    csrf = sign_up(client, "farmer@example.com")
+    assert client.get("/me").json()["balance"]["free_xeconds"] == gift
+    closed = client.delete("/me?confirm=farmer@example.com", headers={web_auth.CSRF_HEADER: csrf})
+    assert closed.status_code == 204, closed.text
+
+    # The address is free again (a person may come back), spelled any way they like...
+    again = TestClient(api.app, base_url="http://testserver")
+    sign_up(again, "  Farmer@EXAMPLE.com ")
+    me = again.get("/me").json()
+    assert me["account"]["email"] == "farmer@example.com"
+    # ...but the gift was this address's once.
+    assert me["balance"]["free_xeconds"] == 0
+    assert me["balance"]["paid_xeconds"] == 0
+    with api.db.session() as session:
+        gifts = session.scalars(
+            select(LedgerEntry).where(LedgerEntry.reason == LedgerReason.SIGNUP)
+        ).all()
+        assert len(gifts) == 1
+
+    # Another address still gets its gift: only the returning one is refused.
+    other = TestClient(api.app, base_url="http://testserver")
+    sign_up(other, "newcomer@example.com")
+    assert other.get("/me").json()["balance"]["free_xeconds"] == gift

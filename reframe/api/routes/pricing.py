@@ -98,7 +98,8 @@ def pricing_config(settings: SettingsDep) -> PricingConfigOut:
             free_renders_watermarked=True,
             paid_renders_clean=True,
             description=(
-                f"New accounts receive {settings.free_xeconds_on_signup} free xeconds. A job is "
+                f"New accounts receive {settings.free_xeconds_on_signup} free xeconds, once per "
+                "email address (signing up again after closing an account gives none). A job is "
                 "paid from paid xeconds when they cover it (clean output), otherwise from free "
                 "xeconds (watermarked output)."
             ),
