@@ -10,6 +10,10 @@ work spreads over a Ray cluster. It has one builder per source:
 - `RenderOptions.to_argv()` turns options back into those flags, which is how the dispatcher
   hands a job's options to its render driver.
 
+A render of a local file also takes the output choices a job has through the API (quality
+preset, sound, slow motion, the first seconds): `add_output_arguments` / `output_from_args`.
+A job's own come from the customer's request instead (reframe.jobs.choices).
+
 The engine and video packages never see this module: `encode()` and `scenes()` build their plain
 option objects. `parse_fps` is the one parser of frame rates given as text.
 """
@@ -24,15 +28,27 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from reframe.engine.timeline import as_fraction
 from reframe.errors import InvalidInput
+from reframe.video.formats import (
+    CODECS_BY_CONTAINER,
+    PRESET_CRF,
+    PRORES_PROFILES,
+    QUALITY_PRESETS,
+    Container,
+    OutputFormat,
+    QualityPreset,
+    allowed_combinations,
+)
 
 if TYPE_CHECKING:
     from reframe.config import Settings
     from reframe.engine.scenes import SceneSettings
     from reframe.video.encode import EncodeOptions
 
-Codec = Literal["h264", "hevc"]
+# ProRes is for local renders to .mov (`reframe render --codec prores`); the service's own
+# default (REFRAME_RENDER_CODEC) stays h264 or hevc, and a customer picks ProRes per job.
+Codec = Literal["h264", "hevc", "prores"]
 Precision = Literal["fp32", "bf16", "fp16"]
-CODECS: tuple[Codec, ...] = ("h264", "hevc")
+CODECS: tuple[Codec, ...] = ("h264", "hevc", "prores")
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
 GIB = 1024**3
 
@@ -219,8 +235,14 @@ class _Flag:
 # Each option's flag, named once. `reframe render` and `pipelines/render.py` both build their
 # parsers from this table, and `to_argv` writes it back, so the three cannot drift apart.
 _FLAGS: tuple[_Flag, ...] = (
-    _Flag("codec", "--codec", "render", "output video codec", choices=CODECS),
-    _Flag("crf", "--crf", "render", "quality, 0 = lossless RGB (for measurement)", type=int),
+    _Flag("codec", "--codec", "render", "output video codec (prores: .mov only)", choices=CODECS),
+    _Flag(
+        "crf",
+        "--crf",
+        "render",
+        "quality for h264/hevc, lower is better; 0 = lossless RGB (for measurement)",
+        type=int,
+    ),
     _Flag("preset", "--preset", "render", "x264/x265 speed preset"),
     _Flag(
         "scale",
@@ -346,3 +368,110 @@ def options_from_args(args: argparse.Namespace) -> RenderOptions:
     options.encode()  # the encoder's and scene detector's own checks, before any work
     options.scenes()
     return options
+
+
+# -- the output of a local render -----------------------------------------------------------
+# What a customer chooses per job through the API (reframe.jobs.choices), as flags of
+# `reframe render` and `pipelines/render.py --input`: the quality preset, the sound, slow
+# motion and a render of the first seconds. The codec is `--codec` above; the container is the
+# output file's extension.
+
+_CONTAINER_BY_SUFFIX: dict[str, Container] = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "mkv",
+}
+
+
+def _seconds_argument(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError("the seconds must be a positive number")
+    return seconds
+
+
+def _preset_help() -> str:
+    # From the table the API resolves presets with, so the help cannot drift from it.
+    return "; ".join(
+        f"{codec} CRF " + "/".join(str(crf[p]) for p in QUALITY_PRESETS)
+        for codec, crf in PRESET_CRF.items()
+    )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The output choices a customer has on POST /jobs, for a render of a local file."""
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--quality",
+        choices=QUALITY_PRESETS,
+        default=None,
+        help=f"a quality preset instead of --crf ({_preset_help()}); for prores it picks the "
+        "profile: 422, 422 HQ or 4444 (default high)",
+    )
+    group.add_argument(
+        "--no-audio", dest="audio", action="store_false", help="leave the source's sound out"
+    )
+    group.add_argument(
+        "--playback-fps",
+        type=fps_argument,
+        default=None,
+        metavar="F",
+        help="slow motion: the frames rendered at --target-fps play at F (at most the target), "
+        "so the clip lasts target/F times longer; the sound is dropped",
+    )
+    group.add_argument(
+        "--seconds",
+        type=_seconds_argument,
+        default=None,
+        metavar="N",
+        help="render only the first N seconds, the sound cut with the picture (a quick look "
+        "at the settings before the whole clip)",
+    )
+
+
+@dataclass(frozen=True)
+class LocalOutput:
+    """The checked output flags: the encoder's format, slow motion and how much to render."""
+
+    format: OutputFormat
+    playback_fps: Fraction | None = None
+    seconds: float | None = None
+
+
+def output_from_args(
+    args: argparse.Namespace, options: RenderOptions, output: Any, target_fps: Fraction
+) -> LocalOutput:
+    """`LocalOutput` of a parsed command line writing `output` (a path) at `target_fps`; a
+    combination the container cannot hold, or a playback rate above the target, is refused
+    before any work. Parsers without the output flags get today's defaults."""
+    container = _CONTAINER_BY_SUFFIX.get(output.suffix.lower())
+    if container is None:
+        known = ", ".join(sorted(_CONTAINER_BY_SUFFIX))
+        raise InvalidInput(f"{output}: unsupported output extension; use one of {known}")
+    if options.codec not in CODECS_BY_CONTAINER[container]:
+        raise InvalidInput(
+            f"--codec {options.codec} cannot be written to {output.suffix}; allowed "
+            f"combinations are {allowed_combinations()}"
+        )
+    quality: QualityPreset | None = getattr(args, "quality", None)
+    playback: Fraction | None = getattr(args, "playback_fps", None)
+    if playback is not None and playback > target_fps:
+        raise InvalidInput(
+            f"--playback-fps ({float(playback):g}) must not exceed --target-fps "
+            f"({float(target_fps):g}): slow motion plays the frames rendered at the target "
+            "more slowly"
+        )
+    slow = playback is not None and playback != target_fps
+    audio = bool(getattr(args, "audio", True)) and not slow
+    if options.codec == "prores":
+        fmt = OutputFormat(container, "prores", None, PRORES_PROFILES[quality or "high"], audio)
+    else:
+        crf = PRESET_CRF[options.codec][quality] if quality else options.crf
+        fmt = OutputFormat(container, options.codec, crf, None, audio)
+    return LocalOutput(
+        format=fmt, playback_fps=playback if slow else None, seconds=getattr(args, "seconds", None)
+    )

@@ -23,9 +23,11 @@ from reframe.errors import InvalidInput, ReframeError
 from reframe.options import (
     RenderOptions,
     add_cluster_arguments,
+    add_output_arguments,
     add_render_arguments,
     fps_argument,
     options_from_args,
+    output_from_args,
     parse_fps,
 )
 
@@ -60,13 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="output file (with --input)")
     parser.add_argument("--watermark", action="store_true", help="mark the output as a preview")
     add_render_arguments(parser)
+    add_output_arguments(parser)  # with --input; a job's output is the customer's choice
     add_cluster_arguments(parser)
     add_address_argument(parser)
     return parser
 
 
 def check_file_request(args: argparse.Namespace) -> tuple[Path, Fraction, Path]:
-    """(input, target fps, absolute output) of an `--input` render, refused before Ray starts."""
+    """(input, target fps, absolute output) of an `--input` render, refused before Ray starts
+    (the output flags included)."""
     from reframe.video.mux import container_format
 
     if args.target_fps is None or args.output is None:
@@ -77,6 +81,7 @@ def check_file_request(args: argparse.Namespace) -> tuple[Path, Fraction, Path]:
         raise InvalidInput(f"{source}: no such file")
     output: Path = args.output.resolve()
     container_format(output)
+    output_from_args(args, options_from_args(args), output, target)
     return source, target, output
 
 
@@ -87,6 +92,7 @@ def render_file(args: argparse.Namespace, settings: Settings, options: RenderOpt
     from reframe.storage import build_storage
 
     source, target, output = check_file_request(args)
+    chosen = output_from_args(args, options, output, target)
 
     def report(done: int, total: int, chunks_done: int, chunks: int) -> None:
         print(
@@ -104,6 +110,9 @@ def render_file(args: argparse.Namespace, settings: Settings, options: RenderOpt
         options=options,
         watermark=args.watermark,
         progress=report,
+        output_format=chosen.format,
+        playback_fps=chosen.playback_fps,
+        max_seconds=chosen.seconds,
     )
     print(
         f"wrote {output}: {result.frames} frames from {len(result.plan)} chunks "

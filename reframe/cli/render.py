@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     from reframe.cli.driver import add_address_argument
-    from reframe.options import add_cluster_arguments, add_render_arguments
+    from reframe.options import add_cluster_arguments, add_output_arguments, add_render_arguments
 
     parser = subparsers.add_parser(
         "render",
@@ -46,6 +46,7 @@ def register(subparsers: Any) -> None:
         help="average with a mirrored pass: slightly better frames (+0.14 dB measured), 2x compute",
     )
     add_render_arguments(parser)
+    add_output_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     parser.add_argument(
         "--ray",
@@ -116,7 +117,7 @@ def _render(args: argparse.Namespace) -> int:
     from reframe.config import Settings
     from reframe.engine.render_core import FlipEnsemble, plan_render, render_file
     from reframe.errors import InvalidInput
-    from reframe.options import options_from_args, parse_fps
+    from reframe.options import options_from_args, output_from_args, parse_fps
     from reframe.video.mux import container_format
 
     target = parse_fps(args.target_fps)
@@ -128,11 +129,12 @@ def _render(args: argparse.Namespace) -> int:
 
         return render_with_ray(args)
     options = options_from_args(args)
-    encode = options.encode(watermark=args.watermark)
+    chosen = output_from_args(args, options, args.output, target)
+    encode = options.encode(watermark=args.watermark).with_output(chosen.format)
     scenes = options.scenes()
 
     # Check the input and the target before loading (or downloading) the model.
-    plan = plan_render(args.input, target, scenes=scenes)
+    plan = plan_render(args.input, target, scenes=scenes, max_seconds=chosen.seconds)
     interpolator = build_interpolator(options, Settings())
     if args.ensemble:
         interpolator = FlipEnsemble(interpolator)
@@ -147,12 +149,15 @@ def _render(args: argparse.Namespace) -> int:
         batch_size=options.batch_size,
         progress=progress,
         plan=plan,
+        audio=chosen.format.audio,
+        playback_fps=chosen.playback_fps,
     )
     if not args.quiet:
         rate = report.frames / report.seconds if report.seconds > 0 else 0.0
+        played = f", played at {float(chosen.playback_fps):g} fps" if chosen.playback_fps else ""
         print(
-            f"{report.output}: {report.frames} frames at {float(plan.timeline.target_fps):g} fps "
-            f"({report.synthesized} synthesized, {report.cuts} cuts, {report.duplicates} "
+            f"{report.output}: {report.frames} frames at {float(plan.timeline.target_fps):g} fps"
+            f"{played} ({report.synthesized} synthesized, {report.cuts} cuts, {report.duplicates} "
             f"repeats bridged, audio {report.audio}) in {report.seconds:.1f} s "
             f"({rate:.1f} frames/s)"
         )

@@ -323,6 +323,15 @@ class RenderPlan:
     analysis: SourceAnalysis
     timeline: Timeline
     source_fps: Fraction
+    partial: bool = False  # only the first seconds (`plan_render`'s max_seconds)
+
+    @property
+    def audio_until(self) -> Fraction | None:
+        """Where the sound ends on the source's clock: with the picture for a render of the
+        first seconds (a preview), nowhere (all of it) for a whole clip."""
+        if not self.partial:
+            return None
+        return self.analysis.times[0] + self.timeline.duration
 
 
 @dataclass
@@ -382,7 +391,13 @@ def plan_render(
     )
     if max_seconds is not None:
         timeline = timeline.head(max_seconds)
-    return RenderPlan(info=info, analysis=analysis, timeline=timeline, source_fps=timing.rate)
+    return RenderPlan(
+        info=info,
+        analysis=analysis,
+        timeline=timeline,
+        source_fps=timing.rate,
+        partial=max_seconds is not None,
+    )
 
 
 def render_file(
@@ -396,8 +411,15 @@ def render_file(
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     plan: RenderPlan | None = None,
+    audio: bool = True,
+    playback_fps: Fraction | None = None,
 ) -> RenderReport:
     """Render `source` to `output` at `target_fps` on this machine (the `reframe render` work).
+
+    `plan`: from `plan_render` (made here when None; pass one made with `max_seconds` to render
+    only the first seconds, the sound cut with the picture). `audio` False drops the sound.
+    `playback_fps`: slow motion, the frames synthesized at `target_fps` are stamped at this
+    rate instead, from 0 and without sound (as the Ray pipeline's `run_render` does).
 
     The output is written to a temporary name next to `output` and moved into place only when
     complete, so a failed render never leaves a truncated file under the requested name.
@@ -406,6 +428,7 @@ def render_file(
     started = time.perf_counter()
     plan = plan or plan_render(source, target_fps, scenes=scenes)
     info, timeline = plan.info, plan.timeline
+    slow = playback_fps is not None and playback_fps != timeline.target_fps
     batch = batch_size or default_batch_size(info.width, info.height)
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     total = len(timeline)
@@ -413,13 +436,15 @@ def render_file(
         partial,
         width=info.width,
         height=info.height,
-        fps=timeline.target_fps,
+        fps=playback_fps if slow and playback_fps is not None else timeline.target_fps,
         options=encode,
         color=info.color,
         rotation=info.rotation,
-        audio_from=source,
+        audio_from=source if audio and not slow else None,
         audio_demuxer=info.demuxer,
-        start_time=plan.analysis.times[0],
+        # Slow motion starts at 0: there is no sound to stay in step with.
+        start_time=Fraction(0) if slow else plan.analysis.times[0],
+        audio_until=plan.audio_until,
     )
     try:
         with writer:
@@ -443,7 +468,6 @@ def render_file(
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
-    audio = writer.audio_mode
     return RenderReport(
         output=output,
         frames=total,
@@ -452,5 +476,5 @@ def render_file(
         cuts=len(plan.analysis.cuts),
         duplicates=len(plan.analysis.duplicates),
         seconds=time.perf_counter() - started,
-        audio=audio,
+        audio=writer.audio_mode,
     )

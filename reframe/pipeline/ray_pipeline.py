@@ -10,7 +10,6 @@ arrive in completion order; they are put back in chunk order by their index befo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import tempfile
 import time
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from reframe.options import RenderOptions
     from reframe.storage import Storage
     from reframe.storage.base import ObjectPin
-    from reframe.video.encode import EncodeOptions
     from reframe.video.formats import OutputFormat
 
 log = logging.getLogger(__name__)
@@ -240,7 +238,7 @@ def run_render(
         raise RenderError("Ray is not initialised; call ray.init() or use pipelines/render.py")
     run_id = run_id or uuid.uuid4().hex
     actors = actor_count(options)
-    encode = output_encoding(options.encode(watermark=watermark), output_format)
+    encode = options.encode(watermark=watermark).with_output(output_format)
     keep_audio = output_format is None or output_format.audio
     slow = playback_fps is not None and playback_fps != target_fps
     started = time.perf_counter()
@@ -343,10 +341,6 @@ def run_render(
 
             ordered = order_results(chunks, results)
             stitch_started = time.perf_counter()
-            # A preview's audio ends with its picture; a full render keeps all of it.
-            audio_until = (
-                None if max_seconds is None else plan.analysis.times[0] + timeline.duration
-            )
             _stitch(
                 storage,
                 chunks,
@@ -355,7 +349,7 @@ def run_render(
                 spec.output_fps,
                 source if keep_audio and not slow else None,
                 info,
-                audio_until,
+                plan.audio_until,
             )
         finally:
             monitor.stop()
@@ -375,18 +369,6 @@ def run_render(
         stitch_seconds=time.perf_counter() - stitch_started,
         actors=pool,
         actor_memory_bytes=memory_per_actor,
-    )
-
-
-def output_encoding(encode: EncodeOptions, output_format: OutputFormat | None) -> EncodeOptions:
-    """The render's encoder settings with the customer's codec and quality, if they chose."""
-    if output_format is None:
-        return encode
-    return dataclasses.replace(
-        encode,
-        codec=output_format.codec,
-        crf=output_format.crf if output_format.crf is not None else encode.crf,
-        prores_profile=output_format.prores_profile or encode.prores_profile,
     )
 
 
@@ -439,8 +421,12 @@ def render_local_file(
     watermark: bool = False,
     progress: ProgressCallback | None = None,
     on_ready: ReadyCallback | None = None,
+    output_format: OutputFormat | None = None,
+    playback_fps: Fraction | None = None,
+    max_seconds: float | None = None,
 ) -> PipelineResult:
-    """Render a file of this machine on the connected cluster (`reframe render --ray`).
+    """Render a file of this machine on the connected cluster (`reframe render --ray`); the
+    output choices are `run_render`'s.
 
     Actors may run on other machines: they read the source from storage, never from this
     machine's disk, so it is uploaded first and removed afterwards.
@@ -460,6 +446,9 @@ def render_local_file(
             progress=progress,
             on_ready=on_ready,
             run_id=run_id,
+            output_format=output_format,
+            playback_fps=playback_fps,
+            max_seconds=max_seconds,
         )
     finally:
         storage.delete(input_key)

@@ -30,6 +30,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,7 +41,7 @@ import numpy as np
 
 from reframe.errors import InvalidInput, RenderError
 from reframe.video.decode import MATRIX_RGB, RANGE_FULL, ColorInfo, ContentLight, MasteringDisplay
-from reframe.video.formats import ProresProfile
+from reframe.video.formats import OutputFormat, ProresProfile
 from reframe.video.mux import AudioCarrier, container_format
 
 Codec = Literal["h264", "hevc", "prores"]
@@ -74,6 +75,18 @@ class EncodeOptions:
     @property
     def lossless(self) -> bool:
         return self.crf == 0 and self.codec != "prores"
+
+    def with_output(self, output: OutputFormat | None) -> EncodeOptions:
+        """These settings with a chosen output's codec and quality (None: unchanged). The
+        preset, threads and watermark stay: they are how to encode, not what."""
+        if output is None:
+            return self
+        return dataclasses.replace(
+            self,
+            codec=output.codec,
+            crf=output.crf if output.crf is not None else self.crf,
+            prores_profile=output.prores_profile or self.prores_profile,
+        )
 
     @property
     def pix_fmt(self) -> str:
@@ -203,7 +216,9 @@ class VideoWriter:
     `color` and uint16 for a deeper one (`output_bit_depth`).
     `start_time` (seconds) is when frame 0 is shown; pass the source's first-frame time so audio
     copied with its original timestamps stays in sync. `audio_demuxer`: the container format of
-    `audio_from` as probed (see `reframe.video.media.open_media`).
+    `audio_from` as probed (see `reframe.video.media.open_media`). `audio_until` (seconds, on
+    the source's clock): where the audio ends when the picture stops early (a render of the
+    first seconds); None carries all of it.
     """
 
     def __init__(
@@ -219,6 +234,7 @@ class VideoWriter:
         audio_from: Path | None = None,
         audio_demuxer: str | None = None,
         start_time: Fraction = Fraction(0),
+        audio_until: Fraction | None = None,
     ) -> None:
         import av
 
@@ -235,6 +251,7 @@ class VideoWriter:
         # Fine enough for exact frame steps plus a start offset (see `_pts`).
         self._tb = Fraction(self.fps.denominator, self.fps.numerator * 1000)
         self._start = Fraction(start_time)
+        self._audio_until = audio_until
         self._container: Any = av.open(str(path), mode="w", format=self._fmt)
         try:
             self._stream = self._add_video_stream(rotation)
@@ -365,7 +382,10 @@ class VideoWriter:
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1
-        self._audio.pump(until=self._start + self.frames_written / self.fps)
+        until = self._start + self.frames_written / self.fps
+        if self._audio_until is not None:
+            until = min(until, self._audio_until)
+        self._audio.pump(until=until)
 
     def _frame_8bit(self, rgb: np.ndarray) -> Any:
         import av
@@ -392,7 +412,8 @@ class VideoWriter:
         try:
             for packet in self._stream.encode():
                 self._container.mux(packet)
-            self._audio.pump(until=None)
+            self._audio.pump(until=self._audio_until)
+            self._audio.stop()
         finally:
             self._audio.close()
             self._container.close()

@@ -63,8 +63,12 @@ def test_cpu_actors_take_half_a_core_so_two_fit_on_two_cores() -> None:
         (["--input", "{clip}", "--target-fps", "60"], "needs --target-fps and -o"),
         (["--input", "{clip}", "--target-fps", "60", "-o", "o.avi"], "unsupported output"),
         (["--input", "{clip}", "--target-fps", "60", "-o", "o.mp4", "--crf", "99"], "crf"),
+        (["--input", "{clip}", "--target-fps", "60", "-o", "o.mp4", "--codec", "prores"],
+         "cannot be written to .mp4"),
+        (["--input", "{clip}", "--target-fps", "60", "-o", "o.mp4", "--playback-fps", "90"],
+         "must not exceed --target-fps"),
     ],
-)
+)  # fmt: skip
 def test_bad_requests_fail_before_ray_starts(
     argv: list[str],
     message: str,

@@ -109,6 +109,154 @@ def test_bad_input_is_a_clear_error(
     assert not (tmp_path / "o.mp4").exists()
 
 
+def _audio_seconds(path: Path) -> float | None:
+    """How long the output's sound lasts (None: it has none), from its packets."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        ends = [
+            float((p.pts + p.duration) * stream.time_base)
+            for p in container.demux(stream)
+            if p.pts is not None and p.duration
+        ]
+    return max(ends)
+
+
+def test_first_seconds_cut_picture_and_sound_together(
+    tiny_clip_with_audio: Path, tmp_path: Path, blend_model: Built
+) -> None:
+    whole, head = tmp_path / "whole.mp4", tmp_path / "head.mp4"
+    assert main([
+        "render", str(tiny_clip_with_audio), "-o", str(whole), "--target-fps", "60", "--quiet",
+        "--crf", "0",
+    ]) == 0  # fmt: skip
+    assert main([
+        "render", str(tiny_clip_with_audio), "-o", str(head), "--target-fps", "60",
+        "--seconds", "0.5", "--quiet", "--crf", "0",
+    ]) == 0  # fmt: skip
+    assert sum(1 for _ in iter_frames(head)) == 30  # round(0.5 x 60)
+    # The same frames as the start of the whole render (lossless, to compare exactly), not a
+    # differently planned clip.
+    for a, b in zip(iter_frames(head), iter_frames(whole), strict=False):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    whole_audio, head_audio = _audio_seconds(whole), _audio_seconds(head)
+    assert whole_audio is not None
+    assert head_audio is not None
+    assert whole_audio > 0.9
+    assert head_audio <= 0.5 + 1024 / 44100  # ends with the picture, to one AAC frame
+
+
+def test_slow_motion_plays_the_target_frames_slower_without_sound(
+    tiny_clip_with_audio: Path,
+    tmp_path: Path,
+    blend_model: Built,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "slow.mp4"
+    assert main([
+        "render", str(tiny_clip_with_audio), "-o", str(out), "--target-fps", "96",
+        "--playback-fps", "24",
+    ]) == 0  # fmt: skip
+    info = read_video_info(out)
+    frames = list(iter_frames(out))
+    assert len(frames) == 96  # 1 s synthesized at 96 fps...
+    assert info.average_rate == 24  # ...played at 24: four times as long
+    assert float(frames[-1].time) == pytest.approx(95 / 24)
+    assert float(frames[0].time) == 0
+    assert _audio_seconds(out) is None
+    assert "96 frames at 96 fps, played at 24 fps" in capsys.readouterr().out
+
+
+def test_no_audio_leaves_the_sound_out(
+    tiny_clip_with_audio: Path, tmp_path: Path, blend_model: Built
+) -> None:
+    out = tmp_path / "mute.mkv"
+    assert main([
+        "render", str(tiny_clip_with_audio), "-o", str(out), "--target-fps", "48", "--no-audio",
+        "--quiet",
+    ]) == 0  # fmt: skip
+    assert _audio_seconds(out) is None
+    assert sum(1 for _ in iter_frames(out)) == 48
+
+
+@pytest.mark.parametrize(
+    ("flags", "suffix", "codec", "profile", "crf"),
+    [
+        (["--codec", "prores", "--quality", "visually_lossless"], ".mov", "prores", "4444", None),
+        (["--codec", "prores"], ".mov", "prores", "HQ", None),
+        (["--quality", "standard"], ".mp4", "h264", None, b"crf=23.0"),
+        (["--codec", "hevc", "--quality", "visually_lossless"], ".mkv", "hevc", None, b"crf=19.0"),
+        (["--crf", "30"], ".mov", "h264", None, b"crf=30.0"),
+    ],
+)  # fmt: skip
+def test_codec_and_quality_reach_the_encoder(
+    tiny_clip: Path,
+    tmp_path: Path,
+    blend_model: Built,
+    flags: list[str],
+    suffix: str,
+    codec: str,
+    profile: str | None,
+    crf: bytes | None,
+) -> None:
+    import av
+
+    out = tmp_path / f"out{suffix}"
+    args = ["render", str(tiny_clip), "-o", str(out), "--target-fps", "48", "--quiet", *flags]
+    assert main(args) == 0
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == codec
+        if profile is not None:  # ProRes: the preset is the profile
+            assert stream.codec_context.profile == profile
+        else:
+            assert stream.codec_context.pix_fmt == "yuv420p"
+    if crf is not None:
+        # x264 and x265 write the settings they encoded with into the stream.
+        assert crf in out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("flags", "output", "message"),
+    [
+        (["--codec", "prores"], "o.mp4", "mov: h264, hevc, prores"),
+        (["--codec", "prores"], "o.mkv", "cannot be written to .mkv"),
+        (["--playback-fps", "120"], "o.mp4", "must not exceed --target-fps"),
+    ],
+)
+def test_impossible_output_choices_are_refused_before_the_model_loads(
+    tiny_clip: Path,
+    tmp_path: Path,
+    blend_model: Built,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    output: str,
+    message: str,
+) -> None:
+    out = tmp_path / output
+    code = main(["render", str(tiny_clip), "-o", str(out), "--target-fps", "60", *flags])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not blend_model
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "soon"])
+def test_seconds_must_be_a_positive_number(
+    tiny_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([
+            "render", str(tiny_clip), "-o", str(tmp_path / "o.mp4"), "--target-fps", "60",
+            "--seconds", value,
+        ])  # fmt: skip
+    assert exited.value.code == 2
+    assert "--seconds" in capsys.readouterr().err
+
+
 def test_ensemble_runs_a_mirrored_pass(tiny_clip: Path, tmp_path: Path, blend_model: Built) -> None:
     plain, doubled = tmp_path / "plain.mp4", tmp_path / "ens.mp4"
     assert main(["render", str(tiny_clip), "-o", str(plain), "--target-fps", "60", "--quiet"]) == 0

@@ -165,6 +165,45 @@ def single_process(workspace: Path, source_clip: Path) -> Path:
     return output
 
 
+SLOW_HEAD = ["--seconds", "0.75", "--playback-fps", "30", "--crf", "0", "--preset", "ultrafast"]
+
+
+@pytest.fixture(scope="module")
+def slow_head_runs(
+    workspace: Path, source_clip: Path, ray_runtime: ModuleType
+) -> tuple[Path, Path]:
+    """The first 0.75 s in slow motion (60 -> 30 fps), through `reframe render --ray` and
+    plain `reframe render`: the output flags the API's jobs have, on both paths."""
+    from reframe.cli import main
+
+    ray_out, local_out = workspace / "slow-head-ray.mov", workspace / "slow-head.mov"
+    base = ["render", str(source_clip), "--target-fps", "60", "--quiet", *SLOW_HEAD]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REFRAME_DATA_DIR", str(workspace / "cli-data"))
+        assert main([*base, "-o", str(ray_out), "--ray", "--chunk-frames", "12"]) == 0
+    assert main([*base, "-o", str(local_out)]) == 0
+    return ray_out, local_out
+
+
+@pytest.mark.ray
+@pytest.mark.weights
+def test_slow_motion_of_the_first_seconds_is_the_same_on_ray_and_one_process(
+    slow_head_runs: tuple[Path, Path],
+) -> None:
+    import av
+
+    ray_out, local_out = slow_head_runs
+    ray_times, ray_frames = decode(ray_out)
+    ref_times, ref_frames = decode(local_out)
+    assert len(ray_frames) == len(ref_frames) == 45  # round(0.75 x 60), played at 30 fps
+    assert ray_times == ref_times == [Fraction(k, 30) for k in range(45)]
+    for k, (a, b) in enumerate(zip(ray_frames, ref_frames, strict=True)):
+        assert np.array_equal(a, b), f"output frame {k} differs"
+    for path in slow_head_runs:
+        with av.open(str(path)) as container:
+            assert [s.type for s in container.streams] == ["video"]  # slow motion has no sound
+
+
 @pytest.mark.ray
 @pytest.mark.weights
 def test_plan_has_at_least_three_keyframe_chunks(clean_run: Run) -> None:
