@@ -114,6 +114,8 @@ def create_account(
     address = normalize_email(email)
     if session.scalar(select(Account.id).where(Account.email == address)) is not None:
         raise Conflict(f"an account with email {address} already exists")
+    # The digest is looked up after the address: a closure commits both at once, so a signup
+    # racing it either finds the address still taken (Conflict) or finds the digest too.
     if free_xeconds is not None:
         gift = free_xeconds
     elif had_closed_account(session, settings, address):
