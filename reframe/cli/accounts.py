@@ -116,7 +116,15 @@ def _create(args: argparse.Namespace) -> int:
         )
         session.commit()
         bal = ledger.balance(session, account.id)
+        returning = args.free_xeconds is None and accounts.had_closed_account(
+            session, settings, account.email
+        )
     print(f"Created account {account.email} (id {account.id}) with {bal.free} free xeconds.")
+    if returning:
+        print(
+            "This address had an account that was closed, so it gets no second signup gift; "
+            "give credits with `reframe credits grant` (or --free-xeconds) if that is intended."
+        )
     print("API key (shown once; store it now):")
     print(issued.plaintext)
     return 0

@@ -51,6 +51,28 @@ def test_duplicate_email_is_an_error(
     assert "already exists" in capsys.readouterr().err
 
 
+def test_create_says_why_a_returning_address_gets_no_gift(
+    cli_env: TestDatabase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reframe.config import load_settings
+
+    assert main(["accounts", "create", "--email", "back@example.com"]) == 0
+    settings = load_settings()
+    with cli_env.session() as session:
+        old = accounts.get_by_email(session, "back@example.com")
+        # What closing it (DELETE /me, reframe.services.deletion) leaves behind.
+        old.closed_email_digest = accounts.email_digest(settings, old.email)
+        old.email = f"closed-{old.id}@closed.invalid"
+        session.commit()
+    capsys.readouterr()
+    assert main(["accounts", "create", "--email", "back@example.com"]) == 0
+    out = capsys.readouterr().out
+    assert "with 0 free xeconds" in out
+    assert "no second signup gift" in out
+    assert main(["accounts", "create", "--email", "new@example.com"]) == 0
+    assert "signup gift" not in capsys.readouterr().out
+
+
 def test_grant_and_list(cli_env: TestDatabase, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["accounts", "create", "--email", "cy@example.com"]) == 0
     assert (
