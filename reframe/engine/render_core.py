@@ -389,6 +389,7 @@ def plan_render(
         anchors=analysis.anchors,
         cuts=analysis.cuts,
     )
+    whole = timeline
     if max_seconds is not None:
         timeline = timeline.head(max_seconds)
     return RenderPlan(
@@ -396,7 +397,8 @@ def plan_render(
         analysis=analysis,
         timeline=timeline,
         source_fps=timing.rate,
-        partial=max_seconds is not None,
+        # A head as long as the clip is the whole clip, sound and all.
+        partial=timeline is not whole,
     )
 
 

@@ -12,7 +12,7 @@ from reframe.cli import render as render_cli
 from reframe.config import Settings
 from reframe.video.decode import iter_frames, read_video_info
 from reframe.video.encode import watermark_box
-from tests.fixtures.media import moving_square_frames
+from tests.fixtures.media import moving_square_frames, write_video
 from tests.fixtures.render import BlendInterpolator, lossless
 
 
@@ -147,6 +147,25 @@ def test_first_seconds_cut_picture_and_sound_together(
     assert head_audio is not None
     assert whole_audio > 0.9
     assert head_audio <= 0.5 + 1024 / 44100  # ends with the picture, to one AAC frame
+
+
+def test_first_seconds_past_the_end_are_the_whole_clip_sound_and_all(
+    tmp_path: Path, blend_model: Built
+) -> None:
+    # Sound that goes on after the picture: a whole render keeps all of it.
+    clip = write_video(
+        tmp_path / "tail.mp4", moving_square_frames(24, width=64, height=48), fps=24,
+        audio_seconds=1.5,
+    )  # fmt: skip
+    whole, longer = tmp_path / "whole.mp4", tmp_path / "longer.mp4"
+    common = [str(clip), "--target-fps", "48", "--quiet", "--crf", "0"]
+    assert main(["render", *common, "-o", str(whole)]) == 0
+    assert main(["render", *common, "-o", str(longer), "--seconds", "5"]) == 0
+    assert sum(1 for _ in iter_frames(longer)) == 48
+    whole_audio = _audio_seconds(whole)
+    assert whole_audio is not None
+    assert whole_audio > 1.4
+    assert _audio_seconds(longer) == whole_audio
 
 
 def test_slow_motion_plays_the_target_frames_slower_without_sound(
