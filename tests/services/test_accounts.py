@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from reframe.config import Settings
 from reframe.db.models import Account, ApiKey
+from reframe.db.session import make_sessionmaker
 from reframe.errors import AccountDisabled, Conflict, InvalidInput, NotFound, Unauthorized
-from reframe.services import accounts, ledger
+from reframe.jobs.lifecycle import JobLifecycle
+from reframe.services import accounts, deletion, ledger
+from reframe.storage import build_storage
+from tests.fixtures.app import make_settings
 from tests.fixtures.db import TestDatabase
 
 
@@ -42,22 +48,57 @@ def test_signup_gift_follows_settings(db: TestDatabase) -> None:
         assert ledger.balance(s, b.id).total == 0
 
 
-def test_an_address_of_a_closed_account_gets_no_second_gift(db: TestDatabase) -> None:
-    """The rule on both databases; tests/web/test_auth.py runs the whole attack through
-    DELETE /me."""
-    settings = Settings(free_xeconds_on_signup=7)
+def test_an_address_of_a_closed_account_gets_no_second_gift(
+    db: TestDatabase, tmp_path: Path
+) -> None:
+    """The rule on both databases, through the real closure (DELETE /me's service), with a
+    signup racing it: whenever the signup gets the address, it gets no gift.
+    tests/web/test_auth.py runs the attack through the studio and the API."""
+    settings = make_settings(tmp_path, db).model_copy(update={"free_xeconds_on_signup": 7})
+    storage = build_storage(settings)
+    life = JobLifecycle(make_sessionmaker(db.engine))
     with db.session() as s:
         first, _ = accounts.create_account(s, settings, "back@example.com")
-        # What reframe.services.deletion.close_account leaves behind.
-        first.closed_email_digest = accounts.email_digest(settings, "back@example.com")
-        first.email = f"closed-{first.id}@closed.invalid"
         s.commit()
-        again, _ = accounts.create_account(s, settings, "Back@Example.com")
+        first_id = first.id
+
+    created: list[str] = []
+    errors: list[BaseException] = []
+    closing = threading.Event()
+
+    def sign_up_until_free() -> None:
+        closing.wait()
+        try:
+            for _ in range(2000):
+                with db.session() as s:
+                    try:
+                        again, _ = accounts.create_account(s, settings, "Back@Example.com")
+                        s.commit()
+                    except Conflict:
+                        continue  # the closure has not scrubbed the address yet
+                    created.append(again.id)
+                    return
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    racer = threading.Thread(target=sign_up_until_free)
+    racer.start()
+    with db.session() as s:
+        owner = s.get(Account, first_id)
+        assert owner is not None
+        closing.set()
+        deletion.close_account(s, storage, settings, life, owner, "back@example.com")
+    racer.join(timeout=120)
+    assert not errors
+    assert len(created) == 1
+    with db.session() as s:
+        assert ledger.balance(s, created[0]).total == 0
         granted, _ = accounts.create_account(s, settings, "back@example.org")
         s.commit()
-        assert ledger.balance(s, again.id).total == 0
         assert ledger.balance(s, granted.id).free == 7
         # An operator's explicit amount is theirs to give.
+        again = s.get(Account, created[0])
+        assert again is not None
         again.email = "moved@closed.invalid"
         s.commit()
         operator, _ = accounts.create_account(s, settings, "back@example.com", free_xeconds=5)
